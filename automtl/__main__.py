@@ -1,0 +1,5 @@
+import sys
+
+from automtl.cli import main
+
+sys.exit(main())

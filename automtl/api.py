@@ -1,0 +1,67 @@
+"""``automtl.compile``: a backbone and a list of tasks -> a :class:`SuperModel`."""
+
+from __future__ import annotations
+
+import copy
+import os
+from typing import Iterable, Optional, Sequence, Type, Union
+
+import torch
+from torch import nn
+
+from automtl.compiler.fx_frontend import LeafSpec, graph_from_module, trace_module
+from automtl.compiler.passes import DEFAULT_SEARCHABLE, assign_roles
+from automtl.errors import CompileError
+from automtl.supermodel import SuperModel
+from automtl.task import Task, as_tasks
+
+Backbone = Union[nn.Module, str, os.PathLike]
+
+
+def compile(  # noqa: A001 - the public name the design asks for
+    backbone: Backbone,
+    tasks: Iterable[Union[Task, str]],
+    example_input: Optional[torch.Tensor] = None,
+    *,
+    searchable: Sequence[Type[nn.Module]] = DEFAULT_SEARCHABLE,
+    norm: str = "per_task",
+    leaf_modules: Iterable[LeafSpec] = (),
+) -> SuperModel:
+    """Compile ``backbone`` into a multi-task :class:`SuperModel` for ``tasks``.
+
+    ``backbone`` is an ``nn.Module`` (traced with torch.fx; the original is left untouched)
+    or a prototxt model: a path to a ``.prototxt`` file, or its text.
+
+    * ``example_input``: a tensor the backbone accepts; it fixes the shapes (and so the skip
+      down-samples). Required for an ``nn.Module``; a prototxt file declares its input, and
+      an example input overrides it.
+    * ``searchable``: operator types that get a per-task policy (conv and linear by default).
+    * ``norm``: ``"per_task"`` (default) gives every task its own copy of each normalisation
+      layer; ``"follow"`` makes a norm take the choice of the operator it normalises.
+    * ``leaf_modules``: module classes or paths kept whole instead of traced through.
+    """
+    task_list = as_tasks(tasks)
+    if isinstance(backbone, nn.Module):
+        if example_input is None:
+            raise CompileError(
+                "automtl.compile needs example_input= for an nn.Module backbone (e.g. "
+                "torch.randn(2, 3, 224, 224)): it fixes every operator's shape"
+            )
+        name = type(backbone).__name__
+        gm = trace_module(copy.deepcopy(backbone), leaf_modules)
+    elif isinstance(backbone, (str, os.PathLike)):
+        from automtl.compiler.prototxt import load_prototxt
+
+        gm = load_prototxt(backbone)
+        name = gm.net_name
+        if example_input is None:
+            example_input = torch.randn(*gm.input_shape)
+    else:
+        raise CompileError(
+            f"cannot compile a {type(backbone).__name__}: pass an nn.Module, a .prototxt path or prototxt text"
+        )
+    if not isinstance(example_input, torch.Tensor):
+        raise CompileError(f"example_input must be a torch.Tensor, got {type(example_input).__name__}")
+    graph = graph_from_module(gm, [example_input], name=name)
+    assign_roles(graph, gm, searchable=searchable, norm=norm)
+    return SuperModel(graph, gm, task_list, name=name)

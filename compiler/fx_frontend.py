@@ -1,0 +1,242 @@
+"""The torch.fx front end: ``nn.Module`` -> traced ``GraphModule`` -> :class:`IRGraph`.
+
+Tracing turns every operator call into one fx node; running the traced module once on the
+example input records each node's input and output shapes. The prototxt front end builds a
+``GraphModule`` directly and then shares :func:`graph_from_module` with this one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import operator
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Type, Union
+
+import torch
+import torch.fx
+from torch import nn
+
+from automtl.errors import CompileError, TraceError
+
+from .ir import IRGraph, IRNode, Ref
+
+LeafSpec = Union[str, Type[nn.Module]]
+
+
+def _default_leaf_types() -> Tuple[type, ...]:
+    """Modules outside ``torch.nn`` whose forward branches on ``self.training``: traced through,
+    the graph would freeze the mode it was traced in, so they run as one operator."""
+    found: List[type] = []
+    try:
+        from torchvision.ops import StochasticDepth
+
+        found.append(StochasticDepth)
+    except ImportError:  # torchvision is optional
+        pass
+    return tuple(found)
+
+
+# Subclasses of these (e.g. torchvision's LayerNorm2d) stay whole: they are operators, not blocks.
+_OPERATOR_BASES: Tuple[type, ...] = (
+    nn.modules.conv._ConvNd,
+    nn.Linear,
+    nn.modules.batchnorm._NormBase,
+    nn.GroupNorm,
+    nn.LayerNorm,
+)
+
+
+class _Tracer(torch.fx.Tracer):
+    """An fx tracer that keeps user-chosen modules whole and remembers, when tracing fails,
+    which module's forward it was in."""
+
+    def __init__(self, leaf_types: Tuple[type, ...], leaf_names: Tuple[str, ...]):
+        super().__init__()
+        self._leaf_types = leaf_types + _default_leaf_types()
+        self._leaf_names = set(leaf_names)
+        self._stack: List[Tuple[str, nn.Module]] = []
+        self.failed_in: Optional[Tuple[str, nn.Module]] = None
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        if module_qualified_name in self._leaf_names or isinstance(m, self._leaf_types):
+            return True
+        if isinstance(m, _OPERATOR_BASES):
+            return True
+        return super().is_leaf_module(m, module_qualified_name)
+
+    def call_module(self, m, forward, args, kwargs):
+        self._stack.append((self.path_of_module(m), m))
+        try:
+            return super().call_module(m, forward, args, kwargs)
+        except Exception:
+            if self.failed_in is None:
+                self.failed_in = self._stack[-1]
+            raise
+        finally:
+            self._stack.pop()
+
+
+def _split_leaves(leaf_modules: Iterable[LeafSpec]) -> Tuple[Tuple[type, ...], Tuple[str, ...]]:
+    types: List[type] = []
+    names: List[str] = []
+    for spec in leaf_modules:
+        if isinstance(spec, str):
+            names.append(spec)
+        elif isinstance(spec, type) and issubclass(spec, nn.Module):
+            types.append(spec)
+        else:
+            raise CompileError(
+                f"leaf_modules entries must be nn.Module classes or module paths (str), got {spec!r}"
+            )
+    return tuple(types), tuple(names)
+
+
+def trace_module(model: nn.Module, leaf_modules: Iterable[LeafSpec] = ()) -> torch.fx.GraphModule:
+    """Trace ``model`` with torch.fx. Raises :class:`TraceError` naming the module that
+    could not be traced and how to keep it whole instead."""
+    if not isinstance(model, nn.Module):
+        raise CompileError(f"expected an nn.Module backbone, got {type(model).__name__}")
+    types, names = _split_leaves(leaf_modules)
+    tracer = _Tracer(types, names)
+    try:
+        graph = tracer.trace(model)
+    except Exception as exc:  # fx raises many types; all mean "cannot trace this"
+        path, module = tracer.failed_in or ("", model)
+        where = f"module '{path}' ({type(module).__name__})" if path else (
+            f"the backbone's own forward ({type(model).__name__})"
+        )
+        fix = (
+            f"keep it whole as one operator: automtl.compile(..., leaf_modules=[{type(module).__name__}])"
+            f" or leaf_modules=['{path}']"
+            if path
+            else "rewrite the data-dependent part of forward, or move it into a submodule and list "
+            "that submodule in leaf_modules"
+        )
+        raise TraceError(
+            f"torch.fx could not trace {where}: {type(exc).__name__}: {exc}. To fix it, {fix}."
+        ) from exc
+    return torch.fx.GraphModule(tracer.root, graph, type(model).__name__)
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """Run in eval mode (no running-statistics updates) and restore every module's flag."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+def _shape_of(value: Any) -> Optional[torch.Size]:
+    return value.shape if isinstance(value, torch.Tensor) else None
+
+
+class _ShapeRecorder(torch.fx.Interpreter):
+    """Runs the traced module once and records every node's output shape."""
+
+    def __init__(self, gm: torch.fx.GraphModule):
+        super().__init__(gm)
+        self.shapes: Dict[str, Optional[torch.Size]] = {}
+
+    def run_node(self, n: torch.fx.Node) -> Any:
+        try:
+            result = super().run_node(n)
+        except Exception as exc:
+            what = n.target if n.op in ("call_module", "get_attr") else getattr(
+                n.target, "__name__", str(n.target)
+            )
+            raise CompileError(
+                f"running the backbone on the example input failed at node '{n.name}' "
+                f"({n.op} {what}): {type(exc).__name__}: {exc}. Check that example_input has "
+                "the shape and dtype the backbone expects."
+            ) from exc
+        self.shapes[n.name] = _shape_of(result)
+        return result
+
+
+def describe_module(module: nn.Module) -> str:
+    """A one-line description of an operator, e.g. ``Conv2d(64->128, k3, s2)``."""
+    if isinstance(module, nn.modules.conv._ConvNd):
+        text = f"{type(module).__name__}({module.in_channels}->{module.out_channels}"
+        text += f", k{'x'.join(map(str, module.kernel_size))}"
+        if any(s != 1 for s in module.stride):
+            text += f", s{'x'.join(map(str, module.stride))}"
+        if any(d != 1 for d in module.dilation):
+            text += f", d{'x'.join(map(str, module.dilation))}"
+        if module.groups != 1:
+            text += f", g{module.groups}"
+        return text + ")"
+    if isinstance(module, nn.Linear):
+        return f"Linear({module.in_features}->{module.out_features})"
+    if isinstance(module, nn.modules.batchnorm._NormBase):
+        return f"{type(module).__name__}({module.num_features})"
+    return type(module).__name__
+
+
+def describe_target(op: str, target: Any) -> str:
+    if op == "call_function":
+        name = getattr(target, "__name__", str(target))
+        module = getattr(target, "__module__", "") or ""
+        if target in vars(operator).values() or module == "_operator":
+            return name
+        return f"{module.replace('torch.nn.functional', 'F')}.{name}" if module else name
+    if op == "call_method":
+        return f".{target}()"
+    return str(target)
+
+
+def fetch_attr(root: nn.Module, path: str) -> Any:
+    """The attribute (module, parameter, buffer, constant) at dotted ``path`` under ``root``."""
+    obj: Any = root
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def graph_from_module(
+    gm: torch.fx.GraphModule, example_inputs: Sequence[torch.Tensor], name: str = "backbone"
+) -> IRGraph:
+    """Build the IR of a traced module; ``example_inputs`` fix every node's shape."""
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    if len(placeholders) != len(example_inputs):
+        raise CompileError(
+            f"the backbone's forward takes {len(placeholders)} input(s) "
+            f"({', '.join(n.name for n in placeholders)}) but {len(example_inputs)} example "
+            "input(s) were given; automtl compiles backbones that take one image tensor"
+        )
+    recorder = _ShapeRecorder(gm)
+    with _eval_mode(gm), torch.no_grad():
+        recorder.run(*example_inputs)
+    shapes = recorder.shapes
+
+    nodes: List[IRNode] = []
+    for n in gm.graph.nodes:
+        args = torch.fx.node.map_arg(n.args, lambda a: Ref(a.name))
+        kwargs = torch.fx.node.map_arg(n.kwargs, lambda a: Ref(a.name))
+        parents = tuple(dict.fromkeys(a.name for a in n.all_input_nodes))
+        node = IRNode(
+            name=n.name,
+            op=n.op,
+            target=n.target,
+            args=tuple(args),
+            kwargs=dict(kwargs),
+            parents=parents,
+            out_shape=shapes.get(n.name),
+            in_shapes=tuple(shapes.get(p) for p in parents),
+        )
+        if n.op == "call_module":
+            module = gm.get_submodule(n.target)
+            node.description = describe_module(module)
+            node.num_params = sum(p.numel() for p in module.parameters())
+        elif n.op == "get_attr":
+            value = fetch_attr(gm, n.target)
+            node.description = "Parameter" if isinstance(value, nn.Parameter) else "constant"
+            node.num_params = value.numel() if isinstance(value, nn.Parameter) else 0
+        elif n.op in ("call_function", "call_method"):
+            node.description = describe_target(n.op, n.target)
+        else:
+            node.description = n.op
+        nodes.append(node)
+    return IRGraph(nodes, name=name)
