@@ -149,11 +149,17 @@ class _ShapeRecorder(torch.fx.Interpreter):
             )
             raise CompileError(
                 f"running the backbone on the example input failed at node '{n.name}' "
-                f"({n.op} {what}): {type(exc).__name__}: {exc}. Check that example_input has "
+                f"({n.op} {what}): {type(exc).__name__}: {_first_line(exc)}. Check that example_input has "
                 "the shape and dtype the backbone expects."
             ) from exc
         self.shapes[n.name] = _shape_of(result)
         return result
+
+
+def _first_line(exc: BaseException) -> str:
+    # fx appends the whole graph and tooling hints to the message; the first line is the error
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
 
 
 def describe_module(module: nn.Module) -> str:

@@ -77,7 +77,9 @@ def assign_roles(
 
 
 def _feeding_operator(graph: IRGraph, node: IRNode, resolved: Dict[str, Optional[str]]) -> Optional[str]:
-    """The searchable node whose output reaches ``node`` through parameter-free unary steps."""
+    """The searchable node whose output reaches ``node`` through parameter-free unary steps
+    that keep the number of elements (activations, reshapes, permutes - not pooling, which
+    makes the node normalise something else than that operator's output)."""
     if node.name in resolved:
         return resolved[node.name]
     resolved[node.name] = None  # guards against cycles through get_attr consumers
@@ -88,7 +90,7 @@ def _feeding_operator(graph: IRGraph, node: IRNode, resolved: Dict[str, Optional
     found: Optional[str] = None
     for start in starts:
         current = graph[start]
-        while current.role == PLAIN and len(current.parents) == 1 and current.op != "placeholder":
+        while current.role == PLAIN and len(current.parents) == 1 and _keeps_size(current):
             current = graph[current.parents[0]]
         if current.role == SEARCHABLE:
             found = current.name
@@ -98,3 +100,9 @@ def _feeding_operator(graph: IRGraph, node: IRNode, resolved: Dict[str, Optional
             break
     resolved[node.name] = found
     return found
+
+
+def _keeps_size(node: IRNode) -> bool:
+    if node.op == "placeholder" or node.out_shape is None or not node.in_shapes or node.in_shapes[0] is None:
+        return False
+    return node.out_shape.numel() == node.in_shapes[0].numel()
