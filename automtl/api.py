@@ -30,7 +30,9 @@ def compile(  # noqa: A001 - the public name the design asks for
     """Compile ``backbone`` into a multi-task :class:`SuperModel` for ``tasks``.
 
     ``backbone`` is an ``nn.Module`` (traced with torch.fx; the original is left untouched)
-    or a prototxt model: a path to a ``.prototxt`` file, or its text.
+    or a prototxt model: a path to a ``.prototxt`` file, its text, or the name of a backbone
+    shipped with automtl (``"deeplab_resnet34"``, ``"resnet18"``, ``"mobilenetv2"``,
+    ``"mnasnet"``; see :func:`automtl.compiler.prototxt.load_prototxt`).
 
     * ``example_input``: a tensor the backbone accepts; it fixes the shapes (and so the skip
       down-samples). Required for an ``nn.Module``; a prototxt file declares its input, and
@@ -52,10 +54,14 @@ def compile(  # noqa: A001 - the public name the design asks for
     elif isinstance(backbone, (str, os.PathLike)):
         from automtl.compiler.prototxt import load_prototxt
 
-        gm = load_prototxt(backbone)
-        name = gm.net_name
-        if example_input is None:
+        if example_input is not None and not isinstance(example_input, torch.Tensor):
+            raise CompileError(f"example_input must be a torch.Tensor, got {type(example_input).__name__}")
+        if example_input is None:  # the declared shape at batch 1: shapes are all the compiler needs
+            gm = load_prototxt(backbone, batch_size=1)
             example_input = torch.randn(*gm.input_shape)
+        else:  # the example's shape replaces the declared one (channels included)
+            gm = load_prototxt(backbone, input_shape=tuple(example_input.shape))
+        name = gm.net_name
     else:
         raise CompileError(
             f"cannot compile a {type(backbone).__name__}: pass an nn.Module, a .prototxt path or prototxt text"

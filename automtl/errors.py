@@ -23,6 +23,38 @@ class PrototxtError(CompileError):
     """A prototxt model file was rejected. Subclasses say why."""
 
 
+class PrototxtSyntaxError(PrototxtError):
+    """The text is not valid prototxt (the message carries file, line and column)."""
+
+
+class UnknownFieldError(PrototxtError):
+    """A field that the schema (Caffe's fields plus automtl's extensions) does not have."""
+
+
+class UnsupportedLayerError(PrototxtError):
+    """Layer types automtl cannot map to torch ops; ``layers`` lists every one as (name, type)."""
+
+    def __init__(self, message: str, layers=()):
+        super().__init__(message)
+        self.layers = list(layers)
+
+
+class MissingBottomError(PrototxtError):
+    """A layer reads a blob that no earlier layer (or input) produces."""
+
+
+class ShapeMismatchError(PrototxtError):
+    """A layer's inputs do not have the shapes it needs (e.g. Eltwise of different shapes)."""
+
+
+class MissingInputShapeError(PrototxtError):
+    """The net does not say the shape of its input, and none was given."""
+
+
+class InvalidLayerError(PrototxtError):
+    """A supported layer type with settings that Caffe would reject or automtl cannot map."""
+
+
 class PolicyError(AutoMTLError):
     """A sharing policy does not fit the SuperModel it is used with."""
 
@@ -37,6 +69,10 @@ class DataError(AutoMTLError):
 
 class CheckpointError(AutoMTLError):
     """A checkpoint or saved model could not be loaded safely."""
+
+
+class TrainingError(AutoMTLError):
+    """Training cannot go on (e.g. a loss became NaN or infinite); the last checkpoint is kept."""
 
 
 class ExportError(AutoMTLError):

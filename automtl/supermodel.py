@@ -116,6 +116,7 @@ class SuperModel(nn.Module):
         # which options may be chosen (AdaShare turns "own" off); a buffer so it moves with .to()
         self.register_buffer("allowed_options", torch.ones(len(OPTIONS), dtype=torch.bool), persistent=False)
         self.last_weights: Optional[Dict[str, Any]] = None
+        self.execution = "auto"  # see set_execution (automtl.fastpath)
 
     # -- construction ---------------------------------------------------------------------
     def _build(self, root: nn.Module) -> None:
@@ -230,8 +231,10 @@ class SuperModel(nn.Module):
                 + (f"; unknown: {', '.join(extra[:5])}" if extra else "")
             )
 
-    def _masked_logits(self, logits: torch.Tensor) -> torch.Tensor:
-        if bool(self.allowed_options.all()):
+    def _masked_logits(self, logits: torch.Tensor, all_allowed: Optional[bool] = None) -> torch.Tensor:
+        if all_allowed is None:
+            all_allowed = bool(self.allowed_options.all())
+        if all_allowed:
             return logits
         return logits.masked_fill(~self.allowed_options, float("-inf"))
 
@@ -239,8 +242,9 @@ class SuperModel(nn.Module):
         """``{node: [tasks, 3]}`` probabilities of the options under the current logits (the
         soft policy p'); with ``grad=True`` they stay on the logits' device and in the autograd
         graph (for a regulariser), else they are detached CPU tensors."""
+        all_allowed = bool(self.allowed_options.all())  # one read of the device per call, not one per node
         with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
-            probs = {n: F.softmax(self._masked_logits(self.vcns[n].logits), dim=-1) for n in self.searchable_nodes}
+            probs = {n: F.softmax(self._masked_logits(self.vcns[n].logits, all_allowed), dim=-1) for n in self.searchable_nodes}
         return probs if grad else {n: p.detach().cpu() for n, p in probs.items()}
 
     def mixing_weights(self) -> Dict[str, Any]:
@@ -251,23 +255,51 @@ class SuperModel(nn.Module):
             row = [share if a else 0.0 for a in allowed]
             return {n: [row] * self.num_tasks for n in self.searchable_nodes}
         if self.mode == "gumbel":
+            all_allowed = bool(self.allowed_options.all())  # one read of the device per pass, not one per node
             return {
-                n: F.gumbel_softmax(self._masked_logits(self.vcns[n].logits), tau=self.tau, hard=self.hard_gumbel, dim=-1)
+                n: F.gumbel_softmax(self._masked_logits(self.vcns[n].logits, all_allowed), tau=self.tau, hard=self.hard_gumbel, dim=-1)
                 for n in self.searchable_nodes
             }
         raise ConfigError("mixing weights exist only in warmup and gumbel modes")
 
     # -- execution ------------------------------------------------------------------------
+    def set_execution(self, execution: str) -> "SuperModel":
+        """``"fast"``: the task-batched fast path (:mod:`automtl.fastpath`; a node it does not
+        cover runs the reference way, see :meth:`execution_report`); ``"reference"``:
+        :meth:`run_backbone`, every task on its own; ``"auto"`` (default): fast on accelerators,
+        reference on the CPU, where it is as fast or faster (``bench/supermodel_step.py``)."""
+        from automtl.fastpath import EXECUTIONS, forget_plan
+
+        if execution not in EXECUTIONS:
+            raise ConfigError(f"execution must be one of {EXECUTIONS}, got {execution!r}")
+        forget_plan(self)
+        self.execution = execution
+        return self
+
+    def execution_report(self):
+        """Which nodes run on the fast path and which fall back, with why (an
+        :class:`automtl.fastpath.ExecutionReport`; ``print`` it)."""
+        from automtl.fastpath import report
+
+        return report(self)
+
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         if self.mode == "fixed":
             if self._hard is None:
                 raise PolicyError("fixed mode needs a policy: call sm.set_mode('fixed', policy=...)")
-            outputs = self.run_backbone(x, hard=self._hard)
+            outputs = self._execute(x, hard=self._hard)
         else:
             weights = self.mixing_weights()
             self.last_weights = weights
-            outputs = self.run_backbone(x, soft=weights)
+            outputs = self._execute(x, soft=weights)
         return {name: self.heads[name](outputs[i]) for i, name in enumerate(self.task_names)}
+
+    def _execute(self, x: torch.Tensor, soft: Optional[Dict[str, Any]] = None, hard: Optional[Dict[str, List[int]]] = None) -> List[Any]:
+        from automtl.fastpath import path_for, run_fast
+
+        if isinstance(x, torch.Tensor) and path_for(self.execution, x.device) == "fast":
+            return run_fast(self, x, soft=soft, hard=hard)
+        return self.run_backbone(x, soft=soft, hard=hard)
 
     def run_backbone(
         self,
@@ -401,6 +433,7 @@ class SuperModel(nn.Module):
             f"parameters: backbone {self.backbone_parameters():,}, supermodel {self.num_parameters():,} "
             f"(+ {sum(p.numel() for p in self.arch_parameters()):,} policy logits)"
         )
+        lines.append(str(self.execution_report()))
         return "\n".join(lines)
 
     def __repr__(self) -> str:

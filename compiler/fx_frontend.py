@@ -162,6 +162,67 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else ""
 
 
+#: ``node.meta`` key under which a front end that knows every node's output shape statically
+#: (the prototxt front end) stores it (a ``torch.Size``, or None for a non-tensor value), for
+#: the input shape its placeholder carries.
+STATIC_SHAPE_KEY = "automtl_shape"
+
+
+def _static_shapes(gm: torch.fx.GraphModule, example_inputs: Sequence[torch.Tensor]) -> Optional[Dict[str, Optional[torch.Size]]]:
+    nodes = list(gm.graph.nodes)
+    if not all(STATIC_SHAPE_KEY in n.meta for n in nodes):
+        return None
+    placeholders = [n for n in nodes if n.op == "placeholder"]
+    if [n.meta[STATIC_SHAPE_KEY] for n in placeholders] != [x.shape for x in example_inputs]:
+        return None  # built for another input shape
+    return {n.name: n.meta[STATIC_SHAPE_KEY] for n in nodes}
+
+
+class _ShapeRun(nn.Module):
+    """Runs a :class:`_ShapeRecorder` as a module's forward, so that ``torch.func.functional_call``
+    can swap the traced module's parameters and buffers for meta tensors."""
+
+    def __init__(self, gm: torch.fx.GraphModule):
+        super().__init__()
+        self.gm = gm
+        self.shapes: Dict[str, Optional[torch.Size]] = {}
+
+    def forward(self, *inputs: torch.Tensor) -> None:
+        recorder = _ShapeRecorder(self.gm)
+        recorder.run(*inputs)
+        self.shapes = recorder.shapes
+
+
+def _meta_shapes(gm: torch.fx.GraphModule, example_inputs: Sequence[torch.Tensor]) -> Optional[Dict[str, Optional[torch.Size]]]:
+    """Shapes from a run on the meta device (shapes only, no arithmetic, no copy of the
+    weights), or None where that is not possible (an op without a meta kernel, a tensor
+    constant that is not a buffer, code that reads tensor values)."""
+    runner = _ShapeRun(gm)
+    named = list(gm.named_parameters(remove_duplicate=False)) + list(gm.named_buffers(remove_duplicate=False))
+    meta = {f"gm.{name}": torch.empty_like(t, device="meta") for name, t in named}
+    try:
+        torch.func.functional_call(runner, meta, tuple(x.to("meta") for x in example_inputs))
+    except Exception:  # any failure: the real run decides (and reports it properly)
+        return None
+    return runner.shapes
+
+
+def record_shapes(gm: torch.fx.GraphModule, example_inputs: Sequence[torch.Tensor]) -> Dict[str, Optional[torch.Size]]:
+    """Every node's output shape for ``example_inputs``, in eval mode: the shapes a front end
+    stored (see :data:`STATIC_SHAPE_KEY`), else from a run on the meta device, which computes
+    nothing (compiling a big backbone at a large input size stays fast), else from a real run."""
+    static = _static_shapes(gm, example_inputs)
+    if static is not None:
+        return static
+    with _eval_mode(gm), torch.no_grad():
+        shapes = _meta_shapes(gm, example_inputs)
+        if shapes is None:
+            recorder = _ShapeRecorder(gm)
+            recorder.run(*example_inputs)
+            shapes = recorder.shapes
+    return shapes
+
+
 def describe_module(module: nn.Module) -> str:
     """A one-line description of an operator, e.g. ``Conv2d(64->128, k3, s2)``."""
     if isinstance(module, nn.modules.conv._ConvNd):
@@ -212,10 +273,7 @@ def graph_from_module(
             f"({', '.join(n.name for n in placeholders)}) but {len(example_inputs)} example "
             "input(s) were given; automtl compiles backbones that take one image tensor"
         )
-    recorder = _ShapeRecorder(gm)
-    with _eval_mode(gm), torch.no_grad():
-        recorder.run(*example_inputs)
-    shapes = recorder.shapes
+    shapes = record_shapes(gm, example_inputs)
 
     nodes: List[IRNode] = []
     for n in gm.graph.nodes:

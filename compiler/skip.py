@@ -14,6 +14,7 @@ Where an operator keeps the shape of its input, the skip is the identity. Where 
 
 from __future__ import annotations
 
+import copy
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -43,7 +44,7 @@ def _projection(conv: nn.modules.conv._ConvNd) -> Optional[nn.Module]:
 
 
 def _pad_one_axis(x: torch.Tensor, axis_from_end: int, before: int, after: int) -> torch.Tensor:
-    pads: List[int] = [0, 0] * axis_from_end + [before, after]
+    pads: list[int] = [0, 0] * axis_from_end + [before, after]
     return F.pad(x, pads)
 
 
@@ -59,6 +60,15 @@ class ConvSkip(nn.Module):
         self.proj = _projection(conv)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.taps(x)
+        proj = self.proj
+        if proj is not None:
+            return _conv(x, proj.weight, self.stride)  # the projection strides as it goes
+        return _sample(x, self.stride)
+
+    def taps(self, x: torch.Tensor) -> torch.Tensor:
+        """The input cropped/padded to the centre taps (not yet strided or projected): the
+        part that is the same for every task's skip, so a task-batched run does it once."""
         dims = len(self.kernel_size)
         for i in range(dims):
             axis = x.dim() - dims + i
@@ -73,13 +83,10 @@ class ConvSkip(nn.Module):
                 x = _pad_one_axis(x, dims - 1 - i, before, after)
             if start + before != 0 or stop - start != x.size(axis):
                 x = x.narrow(axis, start + before, stop - start)
-        proj = self.proj
-        if proj is not None:
-            return _conv(x, proj.weight, self.stride)  # the projection strides as it goes
-        return _sample(x, self.stride)
+        return x
 
 
-def _conv(x: torch.Tensor, weight: torch.Tensor, stride: List[int]) -> torch.Tensor:
+def _conv(x: torch.Tensor, weight: torch.Tensor, stride: list[int]) -> torch.Tensor:
     if weight.dim() == 3:
         return F.conv1d(x, weight, None, stride)
     if weight.dim() == 4:
@@ -87,14 +94,14 @@ def _conv(x: torch.Tensor, weight: torch.Tensor, stride: List[int]) -> torch.Ten
     return F.conv3d(x, weight, None, stride)
 
 
-def _all_ones(values: List[int]) -> bool:
+def _all_ones(values: list[int]) -> bool:
     for v in values:  # no generator expressions: this must script
         if v != 1:
             return False
     return True
 
 
-def _sample(x: torch.Tensor, stride: List[int]) -> torch.Tensor:
+def _sample(x: torch.Tensor, stride: list[int]) -> torch.Tensor:
     """Every ``stride``-th element along the trailing dimensions (pooling with a 1-wide
     window: exports to ONNX and scripts as one operator)."""
     if _all_ones(stride):
@@ -116,6 +123,15 @@ class ConvTransposeSkip(nn.Module):
         self.proj = _projection(conv)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.taps(x)
+        proj = self.proj
+        if proj is not None:
+            x = proj(x)
+        return x
+
+    def taps(self, x: torch.Tensor) -> torch.Tensor:
+        """The input up-sampled and padded/cropped to the output size (not yet projected): the
+        part that is the same for every task's skip, so a task-batched run does it once."""
         dims = len(self.kernel_size)
         if not _all_ones(self.stride):
             x = F.interpolate(x, scale_factor=[float(s) for s in self.stride], mode="nearest")
@@ -129,9 +145,6 @@ class ConvTransposeSkip(nn.Module):
                 x = _pad_one_axis(x, dims - 1 - i, diff // 2, diff - diff // 2)
             elif diff < 0:
                 x = x.narrow(axis, (-diff) // 2, n_out)
-        proj = self.proj
-        if proj is not None:
-            x = proj(x)
         return x
 
 
@@ -169,14 +182,24 @@ def build_skip(
             "convolutions and linear layers. Leave this type out of `searchable`."
         )
     if in_shape is not None:
-        with torch.no_grad():
-            got = skip(torch.zeros(in_shape)).shape
+        got = _output_shape(skip, in_shape)
         if got != out_shape:
             raise CompileError(
                 f"internal: the skip built for node '{where}' ({type(module).__name__}) gives "
                 f"{_fmt(got)} instead of {_fmt(out_shape)}; please report this backbone"
             )
     return skip
+
+
+def _output_shape(skip: nn.Module, in_shape: torch.Size) -> torch.Size:
+    """The skip's output shape for ``in_shape``, from a copy on the meta device: no arithmetic,
+    so checking the skips of a big backbone costs next to nothing."""
+    with torch.no_grad():
+        try:
+            probe = copy.deepcopy(skip).to("meta")
+            return probe(torch.empty(in_shape, device="meta")).shape
+        except (NotImplementedError, RuntimeError):  # an op without a meta kernel: compute it
+            return skip(torch.zeros(in_shape)).shape
 
 
 def _fmt(shape: Optional[Sequence[int]]) -> str:

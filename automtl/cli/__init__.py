@@ -16,7 +16,12 @@ from automtl.errors import AutoMTLError
 
 def _command_modules() -> List[object]:
     # imported here, not at package import, so `automtl --help` stays fast; one line per command
-    return []
+    from automtl.cli import compile_cmd
+    from automtl.cli import search_cmd
+    from automtl.cli import export_cmd
+    from automtl.cli import info_cmd
+
+    return [compile_cmd, search_cmd, export_cmd, info_cmd]
 
 
 def build_parser() -> argparse.ArgumentParser:

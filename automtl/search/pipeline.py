@@ -1,0 +1,349 @@
+"""``automtl.search``: run a sharing method's stages on a SuperModel and data, in a run
+directory; ``automtl.load_run``: the final model of a run; :func:`search_with_baselines`:
+the searched model next to the single-task and multi-task baselines."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+from torch.utils.data import Dataset
+
+from automtl.errors import CheckpointError, ConfigError
+from automtl.export.derive import MultiTaskModel, derive
+from automtl.io import atomic_torch_save, safe_torch_load
+from automtl.policy import Policy
+from automtl.search.batches import check_dataset
+from automtl.search.build import MODEL_FORMAT, Experiment, build_experiment, build_supermodel
+from automtl.search.checkpoint import load_checkpoint
+from automtl.search.config import STAGES, SearchConfig, load_config
+from automtl.search.distributed import Runtime, setup_runtime
+from automtl.search.run import RunDir
+from automtl.search.stages import STAGE_RUNNERS, Context, PostTrainResult
+from automtl.search.strategy import SharingMethod, make_method
+from automtl.search.trainer import Callback
+from automtl.search.weighting import LossWeighting, make_weighting
+from automtl.supermodel import SuperModel
+
+ConfigLike = Union[None, str, os.PathLike, Mapping[str, Any], SearchConfig]
+
+
+@dataclasses.dataclass
+class SearchResult:
+    """What a search produced. ``model`` and the metrics are None when post-train did not run."""
+
+    method: str
+    policy: Policy
+    model: Optional[MultiTaskModel]
+    val: Optional[Dict[str, Any]]
+    test: Optional[Dict[str, Any]]
+    supermodel: SuperModel
+    run_dir: Optional[str]
+    seconds: float
+
+    @property
+    def metrics(self) -> Optional[Dict[str, Dict[str, float]]]:
+        """Per-task metrics of the final evaluation (test split when there is one)."""
+        final = self.test if self.test is not None else self.val
+        return None if final is None else final["metrics"]
+
+    @property
+    def parameters(self) -> Optional[int]:
+        return None if self.model is None else self.model.num_parameters()
+
+
+def _resolve_config(config: ConfigLike, run: Optional[RunDir], resume: bool, overrides: Sequence[str]) -> SearchConfig:
+    if resume:
+        if run is None or not run.exists():
+            where = run.path if run is not None else "(no run directory given)"
+            raise CheckpointError(f"cannot resume {where}: it holds no automtl run (no config.yaml)")
+        saved = load_config(run.config_path, overrides)
+        return saved
+    return load_config(config, overrides)
+
+
+def search(
+    model: Optional[SuperModel] = None,
+    train: Optional[Dataset] = None,
+    val: Optional[Dataset] = None,
+    test: Optional[Dataset] = None,
+    *,
+    config: ConfigLike = None,
+    out: Optional[Union[str, os.PathLike]] = None,
+    resume: bool = False,
+    method: Union[None, str, SharingMethod] = None,
+    weighting: Union[None, str, LossWeighting] = None,
+    stages: Optional[Sequence[str]] = None,
+    callbacks: Sequence[Callback] = (),
+    progress: bool = True,
+    overrides: Sequence[str] = (),
+    spec: Optional[Mapping[str, Any]] = None,
+    label: str = "",
+) -> SearchResult:
+    """Search a sharing policy and train the model it gives.
+
+    Either pass a compiled ``model`` (:func:`automtl.compile`) with ``train``/``val`` (and
+    optionally ``test``) datasets of ``(image, {task: target})`` samples, or leave them out and
+    name a benchmark in the config (``data.benchmark``; the backbone and tasks then come from
+    ``model.*`` or the benchmark's defaults).
+
+    * ``config``: a :class:`SearchConfig`, a mapping or a YAML path; ``overrides``:
+      ``"key.path=value"`` strings applied on top.
+    * ``out``: the run directory (config, metrics.jsonl, policy.json, checkpoints, final
+      model); without it nothing is written and the run cannot be resumed.
+    * ``resume``: continue the run in ``out`` where it stopped (its saved config is used).
+    * ``method`` / ``weighting``: a name or a strategy object (default: the config's).
+    * ``stages``: run only these stages; the others load their results from ``out`` when
+      they finished there before.
+    * ``callbacks``: :class:`~automtl.search.trainer.Callback` objects; ``progress=False``
+      silences the progress bars.
+    """
+    started = time.perf_counter()
+    run = RunDir(out) if out is not None else None
+    cfg = _resolve_config(config, run, resume, overrides)
+    runtime = setup_runtime(cfg.device, cfg.amp)
+    if run is not None:
+        run.writer = runtime.is_main
+        if not resume and os.path.exists(run.checkpoints) and os.listdir(run.checkpoints):
+            raise ConfigError(
+                f"{run.path} already holds a run; resume it (--resume {run.path}) or choose another --out"
+            )
+    if stages is not None:
+        for stage in stages:
+            if stage not in STAGES:
+                raise ConfigError(f"unknown stage '{stage}'; the stages are {', '.join(STAGES)}")
+
+    if model is None:
+        if train is not None or val is not None:
+            raise ConfigError("pass the SuperModel together with its datasets: automtl.search(model, train, val)")
+        experiment = build_experiment(cfg)
+        model, train, val, test = experiment.supermodel, experiment.train, experiment.val, experiment.test
+        spec = experiment.spec
+    elif train is None or val is None:
+        raise ConfigError("automtl.search(model, train, val): a SuperModel needs a training and a validation dataset")
+    if not isinstance(model, SuperModel):
+        raise ConfigError(f"automtl.search needs a SuperModel (from automtl.compile), got {type(model).__name__}")
+    for name, dataset in (("training", train), ("validation", val), ("test", test)):
+        if dataset is not None:
+            check_dataset(dataset, model.task_names, name)
+
+    strategy = make_method(method if method is not None else cfg.method, cfg)
+    loss_weighting = weighting if isinstance(weighting, LossWeighting) else make_weighting(
+        weighting if weighting is not None else cfg.weighting, {t.name: t.weight for t in model.tasks}
+    )
+    model.to(runtime.device)
+    loss_weighting.to(runtime.device)
+    strategy.prepare(model)
+    initial_state = _initial_state(model, run, runtime)
+
+    if run is not None:
+        run.prepare()
+        run.write_text("config.yaml", cfg.to_yaml())
+        run.write_json(
+            "run.json",
+            {
+                "format": "automtl.run",
+                "version": 1,
+                "method": strategy.name,
+                "weighting": getattr(loss_weighting, "name", type(loss_weighting).__name__),
+                "stages": list(strategy.stages),
+                "world_size": runtime.world,
+                "device": str(runtime.device),
+                "spec": dict(spec) if spec is not None else None,
+                "tasks": list(model.task_names),
+            },
+        )
+    ctx = Context(
+        config=cfg,
+        sm=model,
+        train=train,  # type: ignore[arg-type]
+        val=val,  # type: ignore[arg-type]
+        test=test,
+        method=strategy,
+        weighting=loss_weighting,
+        runtime=runtime,
+        run=run,
+        initial_state=initial_state,
+        callbacks=list(callbacks),
+        progress=progress,
+        label=label or strategy.name,
+    )
+    post: Optional[PostTrainResult] = None
+    for stage in strategy.stages:
+        if stages is None or stage in stages:
+            outcome = STAGE_RUNNERS[stage](ctx)
+            if stage == "post_train":
+                post = outcome
+        else:
+            _load_finished(ctx, stage)
+
+    seconds = time.perf_counter() - started
+    if post is None:
+        return SearchResult(strategy.name, Policy.argmax(model), None, None, None, model, run.path if run else None, seconds)
+    if run is not None and runtime.is_main:
+        save_final_model(run, post.model, post.policy, spec)
+        run.write_json(
+            "results.json",
+            {
+                "method": strategy.name,
+                "parameters": post.model.num_parameters(),
+                "parameters_per_task": {t: post.model.num_parameters(t) for t in post.model.task_names},
+                "policy_counts": {name: post.policy.count(name) for name in ("shared", "own", "skip")},
+                "val": post.val,
+                "test": post.test,
+                "seconds": seconds,
+            },
+        )
+    return SearchResult(strategy.name, post.policy, post.model, post.val, post.test, model, run.path if run else None, seconds)
+
+
+def _initial_state(model: SuperModel, run: Optional[RunDir], runtime: Runtime) -> Dict[str, torch.Tensor]:
+    """The SuperModel's weights before any training (post-train's ``init: initial``), kept in
+    ``checkpoints/init.pt`` so that a resumed run starts its post-train from the same ones."""
+    path = run.checkpoint("init") if run is not None else None
+    if path is not None and os.path.exists(path):
+        state = load_checkpoint(path, "init")["model"]
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise CheckpointError(f"{path} does not fit this SuperModel: {str(exc).splitlines()[0]}") from exc
+        return state
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    if path is not None and runtime.is_main:
+        from automtl.search.checkpoint import save_checkpoint
+
+        save_checkpoint(path, {"stage": "init", "step": 0, "done": True, "model": state})
+    return state
+
+
+def _load_finished(ctx: Context, stage: str) -> None:
+    """A stage not asked for: take its result from the run directory when it finished there."""
+    if ctx.run is None or stage == "post_train":
+        return
+    path = ctx.run.checkpoint(stage)
+    if os.path.exists(path):
+        state = load_checkpoint(path, stage)
+        if state["done"]:
+            ctx.sm.load_state_dict(state["model"])
+            ctx.finished(state)
+
+
+# -- the final model -------------------------------------------------------------------------
+
+def save_final_model(run: RunDir, model: MultiTaskModel, policy: Policy, spec: Optional[Mapping[str, Any]]) -> None:
+    """``model/weights.pt`` (state_dict) and ``model/model.json`` (how to rebuild it)."""
+    os.makedirs(run.model_dir, exist_ok=True)
+    atomic_torch_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, os.path.join(run.model_dir, "weights.pt"))
+    run.write_json(
+        os.path.join("model", "model.json"),
+        {
+            "format": "automtl.final_model",
+            "version": 1,
+            "spec": dict(spec) if spec is not None else None,
+            "tasks": list(model.task_names),
+            "policy": policy.to_dict(),
+            "parameters": model.num_parameters(),
+        },
+    )
+
+
+def load_run(run_dir: Union[str, os.PathLike], supermodel: Optional[SuperModel] = None) -> Tuple[MultiTaskModel, Dict[str, Any]]:
+    """The final derived model of a finished run, in eval mode, and its metadata
+    (``model/model.json``: spec, tasks, policy, parameters).
+
+    A run of a benchmark or of a config rebuilds its model from the saved spec. A run of a
+    SuperModel built in Python has no spec: pass the same SuperModel (``supermodel=``)."""
+    run = RunDir(run_dir, writer=False)
+    meta = run.read_json(os.path.join("model", "model.json"))
+    if not isinstance(meta, dict) or meta.get("format") != "automtl.final_model":
+        raise CheckpointError(f"{run.file('model', 'model.json')} is not an automtl final-model description")
+    if supermodel is None:
+        spec = meta.get("spec")
+        if not spec:
+            raise CheckpointError(
+                f"the run in {run.path} searched a SuperModel built in Python, so it cannot be rebuilt from "
+                "the run directory alone; pass the same SuperModel: automtl.load_run(run_dir, supermodel=sm)"
+            )
+        if spec.get("format") != MODEL_FORMAT:
+            raise CheckpointError(f"{run.file('model', 'model.json')}: its spec is not a model spec")
+        try:
+            supermodel, _ = build_supermodel(spec)
+        except ConfigError as exc:
+            raise CheckpointError(f"cannot rebuild the model of {run.path}: {exc}") from exc
+    policy = Policy.from_dict(supermodel, meta["policy"])
+    model = derive(supermodel, policy)
+    state = safe_torch_load(run.file("model", "weights.pt"))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{run.file('model', 'weights.pt')} does not fit the rebuilt model: {str(exc).splitlines()[0]}") from exc
+    return model.eval(), meta
+
+
+# -- the comparison ---------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Comparison:
+    """The searched model and its baselines, ready for :func:`automtl.search.report.results_table`."""
+
+    searched: SearchResult
+    single_task: Optional[SearchResult]
+    multi_task: Optional[SearchResult]
+    single_task_metrics: Dict[str, Dict[str, float]]
+    single_task_parameters: int
+    higher_is_better: Dict[str, Dict[str, bool]]
+    run_dir: Optional[str]
+
+
+def search_with_baselines(
+    config: ConfigLike = None,
+    out: Optional[Union[str, os.PathLike]] = None,
+    resume: bool = False,
+    *,
+    callbacks: Sequence[Callback] = (),
+    progress: bool = True,
+    overrides: Sequence[str] = (),
+    experiment: Optional[Experiment] = None,
+) -> Comparison:
+    """Run the config's method, then the single-task (all-own) and multi-task (all-shared)
+    baselines with the same data, backbone, seed and post-train settings (in
+    ``out/baselines/<name>``), as the config's ``baselines`` section asks."""
+    run = RunDir(out) if out is not None else None
+    cfg = _resolve_config(config, run, resume, overrides)
+    if experiment is None:
+        experiment = build_experiment(cfg)
+    common = dict(config=cfg, callbacks=callbacks, progress=progress, overrides=overrides)
+
+    def one(method: str, where: Optional[RunDir], sm: SuperModel) -> SearchResult:
+        path = where.path if where is not None else None
+        again = resume and where is not None and where.exists()
+        return search(
+            sm, experiment.train, experiment.val, experiment.test, out=path, resume=again, method=method,
+            spec=experiment.spec, label=method, **common,  # type: ignore[arg-type]
+        )
+
+    searched = one(cfg.method, run, experiment.supermodel)
+    single = multi = None
+    if cfg.baselines.single_task and not cfg.baselines.file:
+        single = one("single_task", run.sub("single_task") if run else None, build_supermodel(experiment.spec)[0])
+    if cfg.baselines.multi_task:
+        multi = one("multi_task", run.sub("multi_task") if run else None, build_supermodel(experiment.spec)[0])
+
+    from automtl.tasks import higher_is_better_of, load_baseline, save_baseline
+
+    tasks = experiment.supermodel.tasks
+    directions = higher_is_better_of(tasks)
+    if cfg.baselines.file:
+        stl_metrics = load_baseline(cfg.baselines.file)
+    elif single is not None and single.metrics is not None:
+        stl_metrics = single.metrics
+    else:
+        stl_metrics = {}
+    stl_params = derive(experiment.supermodel, Policy.all_own(experiment.supermodel)).num_parameters()
+    is_main = not (torch.distributed.is_available() and torch.distributed.is_initialized()) or torch.distributed.get_rank() == 0
+    if run is not None and is_main and single is not None and single.metrics is not None:
+        save_baseline(run.file("baseline.json"), single.metrics)
+    return Comparison(searched, single, multi, stl_metrics, stl_params, directions, run.path if run else None)

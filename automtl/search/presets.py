@@ -1,0 +1,61 @@
+"""Settings for the built-in benchmarks, sized so that all three stages and both baselines
+run in a few minutes on a 2-core CPU. A user's config and command-line overrides go on top."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Dict, Optional
+
+#: benchmark -> config mapping (merged under the user's config).
+BENCHMARK_PRESETS: Dict[str, Dict[str, Any]] = {
+    "scenes": {
+        "data": {"benchmark": "scenes", "batch_size": 16, "eval_batch_size": 100},
+        "model": {
+            "backbone": {
+                "builtin": "dilated_resnet_tiny",
+                "kwargs": {"widths": [16, 16, 32, 32], "dilations": [1, 1, 2, 4], "stem_stride": 2},
+            },
+            "task_options": {"head_hidden": 16, "aspp_rates": [1, 2]},
+        },
+        "pretrain": {"steps": 150},
+        "policy_train": {
+            "steps": 400,
+            "weight_steps": 1,
+            "policy_steps": 1,
+            "tau_decay_every": 10,
+            "weight_optimizer": {"name": "adam", "lr": 0.001, "weight_decay": 0.0001},
+            # 200 policy steps instead of thousands: a larger step so the distribution settles
+            "policy_optimizer": {"name": "adam", "lr": 0.05, "weight_decay": 0.0005},
+        },
+        # after a few hundred policy steps the distribution has not converged: its arg-max is a
+        # steadier summary than one sample from it
+        "post_train": {"steps": 300, "scheduler": {"name": "cosine"}, "draw": "argmax"},
+        "logging": {"log_every": 25, "eval_every": 0, "checkpoint_every": 100},
+    },
+    "multi-mnist": {
+        "data": {"benchmark": "multi-mnist", "batch_size": 32, "eval_batch_size": 250},
+        "model": {"backbone": {"builtin": "small_convnet", "kwargs": {"in_channels": 3, "strides": [2, 2, 1]}}},
+        "pretrain": {"steps": 300},
+        "policy_train": {
+            "steps": 600,
+            "weight_steps": 1,
+            "policy_steps": 1,
+            "tau_decay_every": 10,
+            "weight_optimizer": {"name": "adam", "lr": 0.001, "weight_decay": 0.0001},
+            # a few hundred policy steps instead of thousands: a larger step so the distribution settles
+            "policy_optimizer": {"name": "adam", "lr": 0.05, "weight_decay": 0.0005},
+        },
+        "post_train": {"steps": 600, "scheduler": {"name": "cosine"}, "draw": "argmax"},
+        "logging": {"log_every": 25, "eval_every": 0, "checkpoint_every": 100},
+    },
+}
+
+
+def preset(benchmark: str) -> Dict[str, Any]:
+    """The preset of a built-in benchmark ({} for others)."""
+    return copy.deepcopy(BENCHMARK_PRESETS.get(benchmark, {}))
+
+
+def default_backbone(benchmark: Optional[str]) -> Any:
+    """The backbone a benchmark uses when the config names none."""
+    return copy.deepcopy(BENCHMARK_PRESETS.get(benchmark or "", {}).get("model", {}).get("backbone"))

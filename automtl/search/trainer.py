@@ -1,0 +1,138 @@
+"""The training loop every stage and every method shares.
+
+:class:`StageLoop` runs the steps of one stage and does the bookkeeping around them - the
+progress bar, ``metrics.jsonl`` lines, evaluations, checkpoints, callbacks, the check for
+non-finite losses. What a step *is* comes from the stage (:mod:`automtl.search.stages`) as a
+function; the loop knows nothing about methods or options.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+
+from tqdm.auto import tqdm
+
+from automtl.errors import TrainingError
+from automtl.search.config import LoggingConfig
+from automtl.search.distributed import Runtime
+from automtl.search.run import RunDir
+
+StepFn = Callable[[int], Dict[str, float]]
+EvalFn = Callable[[], Dict[str, Any]]
+SaveFn = Callable[[int, bool, Dict[str, List[float]]], Optional[str]]
+
+#: Logged values that are a state (last value in the window), not a per-step quantity (mean).
+GAUGES = ("tau", "lr", "policy_lr", "epoch")
+
+
+class Callback:
+    """Hooks called by the loop on every rank; override what you need."""
+
+    def on_log(self, record: Mapping[str, Any]) -> None:
+        """A line was added to metrics.jsonl (train averages or an evaluation)."""
+
+    def on_checkpoint(self, stage: str, step: int, path: Optional[str]) -> None:
+        """A checkpoint of ``stage`` after ``step`` steps was written to ``path``."""
+
+    def on_stage_end(self, stage: str) -> None:
+        """``stage`` finished (its final checkpoint is written)."""
+
+
+class StageLoop:
+    """Runs ``step_fn`` for the steps of one stage, with logging, evaluation and checkpoints."""
+
+    def __init__(
+        self,
+        run: Optional[RunDir],
+        runtime: Runtime,
+        logging: LoggingConfig,
+        callbacks: Sequence[Callback] = (),
+        progress: bool = True,
+        label: str = "",
+    ):
+        self.run = run
+        self.runtime = runtime
+        self.logging = logging
+        self.callbacks = list(callbacks)
+        self.progress = progress and logging.progress and runtime.is_main
+        self.label = label
+
+    def log(self, record: Dict[str, Any]) -> None:
+        if self.run is not None:
+            self.run.log(record)
+        for cb in self.callbacks:
+            cb.on_log(record)
+
+    def loop(
+        self,
+        stage: str,
+        steps: int,
+        start: int,
+        step_fn: StepFn,
+        save: SaveFn,
+        evaluate: Optional[EvalFn] = None,
+        window: Optional[Dict[str, List[float]]] = None,
+    ) -> None:
+        """Steps ``start .. steps-1``; ``window`` holds the values logged since the last log
+        line (restored from a checkpoint on resume, so averages match an unbroken run)."""
+        cfg = self.logging
+        window = {k: list(v) for k, v in (window or {}).items()}
+        desc = f"{self.label} {stage}".strip()
+        bar = tqdm(total=steps, initial=start, desc=desc, disable=not self.progress, dynamic_ncols=True, leave=True)
+        try:
+            for step in range(start, steps):
+                values = step_fn(step)
+                done = step + 1
+                self._check_finite(stage, done, values)
+                for key, value in values.items():
+                    window.setdefault(key, []).append(float(value))
+                bar.update(1)
+                bar.set_postfix_str(_postfix(values), refresh=False)
+                if done % cfg.log_every == 0 or done == steps:
+                    self.log({"stage": stage, "step": done, "kind": "train", **_summarise(window)})
+                    window = {}
+                if evaluate is not None and ((cfg.eval_every and done % cfg.eval_every == 0) or done == steps):
+                    self.log({"stage": stage, "step": done, "kind": "eval", **evaluate()})
+                if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < steps:
+                    path = save(done, False, window)
+                    for cb in self.callbacks:
+                        cb.on_checkpoint(stage, done, path)
+        finally:
+            bar.close()
+        path = save(steps, True, {})
+        for cb in self.callbacks:
+            cb.on_checkpoint(stage, steps, path)
+            cb.on_stage_end(stage)
+
+    @staticmethod
+    def _check_finite(stage: str, step: int, values: Mapping[str, float]) -> None:
+        bad = [k for k, v in values.items() if k.startswith("loss") and not math.isfinite(float(v))]
+        if not bad:
+            return
+        per_task = [k for k in bad if k.startswith("loss/")]
+        key = per_task[0] if per_task else bad[0]
+        what = f"the loss of task '{key[len('loss/'):]}'" if per_task else key
+        raise TrainingError(
+            f"{stage}, step {step}: {what} is {values[key]}; training stopped (the last checkpoint is kept). "
+            "Lower the learning rate, check this task's data and loss, or turn mixed precision off"
+        )
+
+
+def _summarise(window: Mapping[str, List[float]]) -> Dict[str, float]:
+    out: Dict[str, float] = {}
+    for key, values in window.items():
+        if not values:
+            continue
+        out[key] = values[-1] if key in GAUGES else sum(values) / len(values)
+    return out
+
+
+def _postfix(values: Mapping[str, float]) -> str:
+    parts = []
+    for key, value in values.items():
+        if key == "tau":
+            parts.append(f"τ={value:.3g}")
+        elif key.startswith("loss") or key in ("reg",):
+            parts.append(f"{key.replace('loss/', '')}={value:.4g}")
+    return " ".join(parts)

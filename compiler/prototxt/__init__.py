@@ -1,0 +1,50 @@
+"""The prototxt front end: Caffe-style ``.prototxt`` model files -> ``torch.fx.GraphModule``.
+
+``load_prototxt(source)`` takes a path, prototxt text, or the name of a backbone shipped with
+automtl (see :func:`shipped_backbones`) and returns a ``GraphModule`` whose ``net_name``,
+``input_shape`` (batch included), ``output_shapes`` and ``output_names`` describe it.
+:func:`automtl.compile` passes it on to the same IR as the torch.fx front end.
+
+Modules: :mod:`.source` (where the text comes from), :mod:`.parse` (text -> layers),
+:mod:`.layers` (Caffe layer -> torch ops), :mod:`.build` (layers -> GraphModule),
+:mod:`.weights` (fillers and stored blobs), :mod:`.modules` / :mod:`.functional` (the Caffe
+ops torch lacks), :mod:`.schema` (the generated protobuf classes).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional, Sequence, Union
+
+import torch.fx
+
+from .build import build_graph_module
+from .layers import is_supported, supported_types
+from .parse import NetSpec, parse_net
+from .source import resolve_source, shipped_backbones
+
+__all__ = ["load_prototxt", "parse_prototxt", "shipped_backbones", "supported_types", "NetSpec"]
+
+
+def parse_prototxt(source: Union[str, "os.PathLike[str]"]) -> NetSpec:
+    """Parse ``source`` (path, text or shipped name) into its layers, without building."""
+    return parse_net(resolve_source(source), is_supported)
+
+
+def load_prototxt(
+    source: Union[str, "os.PathLike[str]"],
+    input_shape: Optional[Sequence[int]] = None,
+    *,
+    batch_size: Optional[int] = None,
+) -> torch.fx.GraphModule:
+    """Build the ``GraphModule`` of a prototxt net.
+
+    ``source`` is a path to a ``.prototxt`` file, prototxt text, or the name of a shipped
+    backbone (``"deeplab_resnet34"``, ``"resnet18"``, ``"mobilenetv2"``, ``"mnasnet"``).
+    ``input_shape`` (batch included) replaces the input shape the file declares; it is
+    required when the file declares none (e.g. a training net reading a Data layer).
+    ``batch_size`` replaces just the declared batch size. Every node's output shape for that
+    input is in ``node.meta["automtl_shape"]``.
+    Raises a :class:`automtl.errors.PrototxtError` subclass saying what is wrong and where.
+    """
+    return build_graph_module(parse_prototxt(source), input_shape, batch_size=batch_size)

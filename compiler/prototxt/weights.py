@@ -1,0 +1,121 @@
+"""Initial values of layer parameters: Caffe's fillers, and values stored in the file.
+
+* A filler written in the file (``weight_filler { type: "xavier" }``) initialises the
+  parameter as Caffe would. Where the file gives none, the torch module keeps PyTorch's
+  default initialisation (Caffe's own default, all zeros, would leave weights untrained).
+* Values stored in a layer's ``blobs`` are loaded, with Caffe's layout:
+
+  ============== =====================================================================
+  Convolution,   ``blobs[0]`` weight (out, in/group, kh, kw) - for Deconvolution
+  Deconvolution  (in, out/group, kh, kw), torch's layout too; ``blobs[1]`` bias
+  InnerProduct   ``blobs[0]`` weight (out, in), or (in, out) with ``transpose: true``;
+                 ``blobs[1]`` bias
+  BatchNorm      ``blobs[0]`` = mean * s, ``blobs[1]`` = variance * s, ``blobs[2]`` = s
+                 (Caffe's moving-average normaliser): running_mean = blobs[0] / s,
+                 running_var = blobs[1] / s (both 0 when s = 0); a PyTorch-style
+                 (AutoMTL dialect) BatchNorm may add ``blobs[3]`` weight, ``blobs[4]`` bias
+  Scale          ``blobs[0]`` scale, ``blobs[1]`` bias - into the BatchNorm's weight and
+                 bias when the Scale is fused into the BatchNorm before it
+  Bias           ``blobs[0]`` bias
+  PReLU          ``blobs[0]`` slopes
+  ============== =====================================================================
+
+Since the schema keeps Caffe's field numbers, the same mapping applies to the blobs of a
+binary ``.caffemodel`` (a serialised ``NetParameter``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from automtl.errors import InvalidLayerError, ShapeMismatchError
+
+FILLER_TYPES = ("constant", "uniform", "gaussian", "positive_unitball", "xavier", "msra", "bilinear")
+
+
+def _fans(shape: Sequence[int]):
+    count = 1
+    for d in shape:
+        count *= int(d)
+    fan_in = count // shape[0] if len(shape) else count
+    fan_out = count // shape[1] if len(shape) > 1 else count
+    return fan_in, fan_out
+
+
+def _variance_scale(filler, shape: Sequence[int]) -> float:
+    fan_in, fan_out = _fans(shape)
+    norm = filler.DESCRIPTOR.fields_by_name["variance_norm"].enum_type.values_by_number[filler.variance_norm].name
+    return {"FAN_IN": fan_in, "FAN_OUT": fan_out, "AVERAGE": (fan_in + fan_out) / 2.0}[norm]
+
+
+def _bilinear(shape: Sequence[int]) -> torch.Tensor:
+    """Caffe's bilinear up-sampling kernel, the same for every (out, in) pair."""
+    kh, kw = int(shape[-2]), int(shape[-1])
+    f = math.ceil(kw / 2.0)
+    c = (2 * f - 1 - f % 2) / (2.0 * f)
+    ys = torch.arange(kh, dtype=torch.float64)
+    xs = torch.arange(kw, dtype=torch.float64)
+    kernel = (1 - (ys / f - c).abs())[:, None] * (1 - (xs / f - c).abs())[None, :]
+    return kernel.expand(*shape).clone().float()
+
+
+def fill(param: torch.Tensor, filler, where: str) -> None:
+    """Initialise ``param`` in place as Caffe's filler ``filler`` would."""
+    kind = filler.type
+    if filler.sparse >= 0 and kind == "gaussian":
+        raise InvalidLayerError(f"{where}: sparse gaussian fillers are not supported; remove `sparse`")
+    with torch.no_grad():
+        if kind == "constant":
+            param.fill_(filler.value)
+        elif kind == "uniform":
+            param.uniform_(filler.min, filler.max)
+        elif kind == "gaussian":
+            param.normal_(filler.mean, filler.std)
+        elif kind == "positive_unitball":
+            param.uniform_(0.0, 1.0)
+            flat = param.view(param.shape[0], -1) if param.dim() > 1 else param.view(1, -1)
+            flat.div_(flat.sum(dim=1, keepdim=True))
+        elif kind == "xavier":
+            bound = math.sqrt(3.0 / _variance_scale(filler, param.shape))
+            param.uniform_(-bound, bound)
+        elif kind == "msra":
+            param.normal_(0.0, math.sqrt(2.0 / _variance_scale(filler, param.shape)))
+        elif kind == "bilinear":
+            if param.dim() != 4 or param.shape[-1] != param.shape[-2]:
+                raise InvalidLayerError(
+                    f"{where}: the bilinear filler needs a square 2-D kernel, the parameter is {list(param.shape)}"
+                )
+            param.copy_(_bilinear(param.shape))
+        else:
+            raise InvalidLayerError(
+                f"{where}: unknown filler type '{kind}'; use one of {', '.join(FILLER_TYPES)}"
+            )
+
+
+def blob_tensor(blob) -> torch.Tensor:
+    """The values of a stored blob as a float tensor of the blob's shape (legacy num/channels/
+    height/width shapes are read too)."""
+    values = list(blob.double_data) or list(blob.data)
+    if blob.HasField("shape"):
+        shape = [int(d) for d in blob.shape.dim]
+    else:
+        shape = [blob.num, blob.channels, blob.height, blob.width]
+    return torch.tensor(values, dtype=torch.float32).reshape(shape) if values or shape else torch.zeros(0)
+
+
+def load_blob(target: torch.Tensor, blob, where: str, what: str, transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> None:
+    """Copy a stored blob into ``target`` (same number of values; Caffe's legacy 4-D shapes
+    such as 1x1xOUTxIN for a weight matrix are accepted)."""
+    value = blob_tensor(blob)
+    if transform is not None:
+        value = transform(value)
+    if value.numel() != target.numel():
+        raise ShapeMismatchError(
+            f"{where}: the stored {what} has {value.numel()} values {list(value.shape)}, the layer "
+            f"needs {target.numel()} {list(target.shape)}; fix the layer's settings or the blob"
+        )
+    with torch.no_grad():
+        target.copy_(value.reshape(target.shape))

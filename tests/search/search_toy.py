@@ -1,0 +1,89 @@
+"""A tiny two-task problem for the search tests: 1x8x8 noise images; task ``a`` tells whether
+the left half is brighter than the right, task ``b`` whether the top half is brighter."""
+
+from __future__ import annotations
+
+from typing import Dict, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+
+import automtl
+from automtl import Task
+
+
+class ToyData(Dataset):
+    def __init__(self, count: int, seed: int):
+        generator = torch.Generator().manual_seed(seed)
+        self.images = torch.randn(count, 1, 8, 8, generator=generator)
+        left = self.images[:, 0, :, :4].mean((1, 2)) > self.images[:, 0, :, 4:].mean((1, 2))
+        top = self.images[:, 0, :4, :].mean((1, 2)) > self.images[:, 0, 4:, :].mean((1, 2))
+        self.a, self.b = left.long(), top.long()
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        return self.images[i], {"a": self.a[i], "b": self.b[i]}
+
+
+class Accuracy:
+    higher_is_better = {"acc": True}
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.right = 0
+        self.total = 0
+
+    def update(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
+        self.right += int((prediction.argmax(1) == target).sum())
+        self.total += int(target.numel())
+
+    def compute(self) -> Dict[str, float]:
+        return {"acc": 100.0 * self.right / max(self.total, 1)}
+
+
+class ToyNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(4)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.drop = nn.Dropout(0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(torch.relu(self.conv2(torch.relu(self.bn1(self.conv1(x))))))
+
+
+def toy_tasks():
+    def head():
+        return nn.Sequential(nn.Flatten(), nn.Linear(4 * 8 * 8, 2))
+
+    return [
+        Task("a", head=head(), loss=F.cross_entropy, metrics=Accuracy),
+        Task("b", head=head(), loss=F.cross_entropy, metrics=Accuracy, weight=0.5),
+    ]
+
+
+def toy_supermodel(seed: int = 0) -> automtl.SuperModel:
+    torch.manual_seed(seed)
+    return automtl.compile(ToyNet(), toy_tasks(), example_input=torch.zeros(2, 1, 8, 8))
+
+
+def toy_data():
+    return ToyData(64, 1), ToyData(32, 2), ToyData(32, 3)
+
+
+#: a config small enough for unit tests (a few steps of every stage)
+TINY = {
+    "device": "cpu",
+    "data": {"batch_size": 8, "eval_batch_size": 16},
+    "pretrain": {"steps": 4},
+    "policy_train": {"steps": 10, "weight_steps": 2, "policy_steps": 1, "tau_decay_every": 2},
+    "post_train": {"steps": 4},
+    "logging": {"log_every": 2, "eval_every": 4, "checkpoint_every": 3, "progress": False},
+}
