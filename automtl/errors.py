@@ -75,5 +75,21 @@ class TrainingError(AutoMTLError):
     """Training cannot go on (e.g. a loss became NaN or infinite); the last checkpoint is kept."""
 
 
+class RunInterrupted(AutoMTLError):
+    """A run was stopped by a signal (SIGTERM, SIGINT) after writing a checkpoint it resumes
+    from. ``signal`` is the signal's number; a command line exits with ``128 + signal``."""
+
+    def __init__(self, message: str, signal: int):
+        super().__init__(message)
+        self.signal = int(signal)
+
+
 class ExportError(AutoMTLError):
     """A derived model could not be exported."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message without a closing period, for quoting it
+    inside ours (torch.fx and torch.export append whole graphs and tooling hints below it)."""
+    text = str(exc).strip()
+    return text.splitlines()[0].rstrip(".") if text else type(exc).__name__

@@ -172,8 +172,14 @@ class SuperModel(nn.Module):
         return int(self.graph[node].depth)  # type: ignore[arg-type]
 
     def arch_parameters(self) -> List[nn.Parameter]:
-        """The policy logits, one ``[tasks, 3]`` tensor per searchable node, in depth order."""
-        return [self.vcns[n].logits for n in self.searchable_nodes]  # type: ignore[misc]
+        """The policy logits, one ``[tasks, 3]`` tensor per searchable node, in depth order; a
+        tensor that several nodes share (AdaShare ties the logits of a residual block) is
+        listed once, so that an optimiser steps it once."""
+        found: Dict[int, nn.Parameter] = {}
+        for n in self.searchable_nodes:
+            logits = self.vcns[n].logits
+            found.setdefault(id(logits), logits)  # type: ignore[arg-type]
+        return list(found.values())
 
     def weight_parameters(self) -> List[nn.Parameter]:
         """Every parameter that is not a policy logit (backbone, copies, skips, heads)."""
@@ -290,7 +296,8 @@ class SuperModel(nn.Module):
             outputs = self._execute(x, hard=self._hard)
         else:
             weights = self.mixing_weights()
-            self.last_weights = weights
+            # kept for inspection, detached: a graph-holding attribute would pin memory and block deepcopy
+            self.last_weights = {n: w.detach() if isinstance(w, torch.Tensor) else w for n, w in weights.items()}
             outputs = self._execute(x, soft=weights)
         return {name: self.heads[name](outputs[i]) for i, name in enumerate(self.task_names)}
 

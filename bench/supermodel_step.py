@@ -9,7 +9,8 @@ For each backbone and number of tasks T it times, side by side in one run, one t
 * the plain backbone at batch B (``plain``): in ``warmup``/``gumbel`` mode every task needs the
   shared operator and its own copy on its own input, so the floor of a SuperModel step is about
   ``2 * T`` plain steps;
-* the SuperModel on the task-batched fast path (``sm.set_execution("fast")``);
+* the SuperModel on the task-batched fast path (``sm.set_execution("fast")``; ``"auto"``, the
+  default, picks it on accelerators and the reference path on the CPU);
 * the SuperModel on the reference path (``sm.set_execution("reference")``, every task on its
   own), on the same SuperModel, steps interleaved so that load from other processes hits both.
 
@@ -250,6 +251,9 @@ def main() -> None:
             f"{f['fast'] / (2 * tasks * f['plain']):15.2f} {f['reference'] / f['fast']:8.2f} "
             f"{_fmt_mib(m['plain']):>9s} {_fmt_mib(m['fast']):>9s} {_fmt_mib(m['reference']):>9s}"
         )
+    from automtl.fastpath import path_for
+
+    print(f"sm.set_execution('auto') runs the {path_for('auto', device)} path on {device.type}")
     for name, tasks, r in rows:
         if r["stacking"] is not None:
             share = r["stacking"] / r["times"]["fast"]  # type: ignore[index, operator]

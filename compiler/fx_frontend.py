@@ -15,7 +15,7 @@ import torch
 import torch.fx
 from torch import nn
 
-from automtl.errors import CompileError, TraceError
+from automtl.errors import CompileError, TraceError, first_line
 
 from .ir import IRGraph, IRNode, Ref
 
@@ -45,23 +45,14 @@ _OPERATOR_BASES: Tuple[type, ...] = (
 )
 
 
-class _Tracer(torch.fx.Tracer):
-    """An fx tracer that keeps user-chosen modules whole and remembers, when tracing fails,
-    which module's forward it was in."""
+class FailureTrackingTracer(torch.fx.Tracer):
+    """An fx tracer that remembers, when tracing fails, which module's forward it was in
+    (``failed_in``: its path and the module), so the error can name it."""
 
-    def __init__(self, leaf_types: Tuple[type, ...], leaf_names: Tuple[str, ...]):
+    def __init__(self) -> None:
         super().__init__()
-        self._leaf_types = leaf_types + _default_leaf_types()
-        self._leaf_names = set(leaf_names)
         self._stack: List[Tuple[str, nn.Module]] = []
         self.failed_in: Optional[Tuple[str, nn.Module]] = None
-
-    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        if module_qualified_name in self._leaf_names or isinstance(m, self._leaf_types):
-            return True
-        if isinstance(m, _OPERATOR_BASES):
-            return True
-        return super().is_leaf_module(m, module_qualified_name)
 
     def call_module(self, m, forward, args, kwargs):
         self._stack.append((self.path_of_module(m), m))
@@ -73,6 +64,22 @@ class _Tracer(torch.fx.Tracer):
             raise
         finally:
             self._stack.pop()
+
+
+class _Tracer(FailureTrackingTracer):
+    """Keeps user-chosen modules and operator classes whole."""
+
+    def __init__(self, leaf_types: Tuple[type, ...], leaf_names: Tuple[str, ...]):
+        super().__init__()
+        self._leaf_types = leaf_types + _default_leaf_types()
+        self._leaf_names = set(leaf_names)
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        if module_qualified_name in self._leaf_names or isinstance(m, self._leaf_types):
+            return True
+        if isinstance(m, _OPERATOR_BASES):
+            return True
+        return super().is_leaf_module(m, module_qualified_name)
 
 
 def _split_leaves(leaf_modules: Iterable[LeafSpec]) -> Tuple[Tuple[type, ...], Tuple[str, ...]]:
@@ -118,7 +125,7 @@ def trace_module(model: nn.Module, leaf_modules: Iterable[LeafSpec] = ()) -> tor
 
 
 @contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
+def eval_mode(model: nn.Module) -> Iterator[None]:
     """Run in eval mode (no running-statistics updates) and restore every module's flag."""
     flags = [(m, m.training) for m in model.modules()]
     model.eval()
@@ -149,17 +156,11 @@ class _ShapeRecorder(torch.fx.Interpreter):
             )
             raise CompileError(
                 f"running the backbone on the example input failed at node '{n.name}' "
-                f"({n.op} {what}): {type(exc).__name__}: {_first_line(exc)}. Check that example_input has "
+                f"({n.op} {what}): {type(exc).__name__}: {first_line(exc)}. Check that example_input has "
                 "the shape and dtype the backbone expects."
             ) from exc
         self.shapes[n.name] = _shape_of(result)
         return result
-
-
-def _first_line(exc: BaseException) -> str:
-    # fx appends the whole graph and tooling hints to the message; the first line is the error
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else ""
 
 
 #: ``node.meta`` key under which a front end that knows every node's output shape statically
@@ -214,7 +215,7 @@ def record_shapes(gm: torch.fx.GraphModule, example_inputs: Sequence[torch.Tenso
     static = _static_shapes(gm, example_inputs)
     if static is not None:
         return static
-    with _eval_mode(gm), torch.no_grad():
+    with eval_mode(gm), torch.no_grad():
         shapes = _meta_shapes(gm, example_inputs)
         if shapes is None:
             recorder = _ShapeRecorder(gm)

@@ -1,5 +1,7 @@
 """SuperModel modes, checked numerically against a direct computation on a small graph."""
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -87,6 +89,7 @@ def test_gumbel_mixes_with_sampled_weights_and_reaches_the_logits(tiny):
     sum(o.sum() for o in out.values()).backward()
     for logits in sm.arch_parameters():
         assert logits.grad is not None and logits.grad.abs().sum() > 0
+    copy.deepcopy(sm)  # the kept weights are detached: nothing pins the autograd graph
 
 
 def test_gumbel_temperature_controls_sharpness(tiny):

@@ -10,8 +10,8 @@ import torch
 import torch.fx
 from torch import nn
 
-from automtl.compiler.fx_frontend import _eval_mode
-from automtl.errors import ExportError
+from automtl.compiler.fx_frontend import eval_mode
+from automtl.errors import ExportError, first_line
 
 
 def check_model(model: Any, what: str) -> nn.Module:
@@ -32,11 +32,6 @@ def check_example_input(example_input: Any, what: str) -> torch.Tensor:
     if example_input.dim() < 1 or example_input.shape[0] < 1:
         raise ExportError(f"{what}: example_input needs a batch dimension of at least 1, got shape {list(example_input.shape)}")
     return example_input
-
-
-#: Run in eval mode (batch-norm statistics, no dropout), then restore every module's flag:
-#: exports are of the inference model, and leave the user's model as it was.
-eval_mode = _eval_mode
 
 
 def task_outputs(model: nn.Module, x: torch.Tensor, what: str) -> Dict[str, torch.Tensor]:
@@ -96,12 +91,6 @@ def compare_outputs(
     if bad:
         raise ExportError(f"{what} does not compute what the PyTorch model computes: " + "; ".join(bad))
     return errors
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message, without a closing period (callers go on)."""
-    text = str(exc).strip()
-    return text.splitlines()[0].rstrip(".") if text else type(exc).__name__
 
 
 # -- which node failed ---------------------------------------------------------------------

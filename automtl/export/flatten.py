@@ -17,6 +17,7 @@ import torch
 import torch.fx
 from torch import nn
 
+from automtl.compiler.fx_frontend import FailureTrackingTracer
 from automtl.compiler.skip import ConvSkip, ConvTransposeSkip, LinearSkip
 from automtl.errors import ExportError
 
@@ -33,29 +34,16 @@ def is_torch_operator(module: nn.Module) -> bool:
     )
 
 
-class _FlatTracer(torch.fx.Tracer):
-    """Keeps torch.nn operators, skip modules and the ``opaque`` classes whole, goes inside
-    everything else, and remembers which module it was in when tracing fails."""
+class _FlatTracer(FailureTrackingTracer):
+    """Keeps torch.nn operators, skip modules and the ``opaque`` classes whole, and goes inside
+    everything else."""
 
     def __init__(self, opaque: Tuple[type, ...]) -> None:
         super().__init__()
         self.opaque = opaque
-        self._stack: List[Tuple[str, nn.Module]] = []
-        self.failed_in: Optional[Tuple[str, nn.Module]] = None
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         return isinstance(m, SKIP_TYPES) or is_torch_operator(m) or type(m) in self.opaque
-
-    def call_module(self, m, forward, args, kwargs):
-        self._stack.append((self.path_of_module(m), m))
-        try:
-            return super().call_module(m, forward, args, kwargs)
-        except Exception:
-            if self.failed_in is None:
-                self.failed_in = self._stack[-1]
-            raise
-        finally:
-            self._stack.pop()
 
 
 def is_opaque(module: nn.Module) -> bool:

@@ -17,6 +17,7 @@ stacked again afterwards; :func:`plan` and the last run's record say which nodes
 from __future__ import annotations
 
 import dataclasses
+import operator
 import weakref
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -28,7 +29,7 @@ from automtl.errors import ConfigError
 
 from . import operators as ops
 from .plain import Call, ConstResult, NotPerSample, rule_for
-from .values import Const, PerTask, Stacked, Value, align, gather, join, per_task_columns, pick, renumber, split, stack_columns, stack_fresh, try_stack
+from .values import Const, PerTask, Stacked, StackedTuple, Value, align, gather, join, per_task_columns, pick, renumber, split, stack_columns, stack_fresh, try_stack
 
 if TYPE_CHECKING:  # pragma: no cover
     from automtl.supermodel import SuperModel
@@ -243,10 +244,13 @@ class _Run:
         else:
             out = self.sm._run_vcn(node, lists, self.soft, self.hard)
         from_input = any(not isinstance(env[p], Const) for p in node.parents)
-        return join(out, self.batch, from_input)
+        return join(out, from_input)
 
     def _resolve(self, value: Value) -> Optional[Union[Stacked, Const]]:
-        """A per-task list as a stacked or constant value, where it is one."""
+        """A per-task list as a stacked or constant value, where it is one (a tuple of stacked
+        tensors is none: only ``getitem`` reads it as it is)."""
+        if isinstance(value, StackedTuple):
+            return None
         if not isinstance(value, PerTask):
             return value
         stacked = try_stack(value.values, self.batch)
@@ -261,6 +265,10 @@ class _Run:
     def _plain(self, node: IRNode, env: Dict[str, Value]) -> Value:
         if node.op == "get_attr":
             return Const(getattr(self.sm.constants, node.name))
+        if node.target is operator.getitem and isinstance(env.get(node.parents[0]), StackedTuple):
+            index = node.args[1]
+            if isinstance(index, int) and not isinstance(index, bool):
+                return env[node.parents[0]].items[index]  # type: ignore[union-attr]
         inputs: Dict[str, Union[Stacked, Const]] = {}
         for p in node.parents:
             resolved = self._resolve(env[p])
@@ -299,6 +307,8 @@ class _Run:
         args, kwargs = answer
         out = self.sm._call_plain(node, args, kwargs)
         rows = self.batch * (max(slots) + 1)
+        if isinstance(out, (tuple, list)) and out and all(isinstance(t, torch.Tensor) and t.dim() > 0 and t.shape[0] == rows for t in out):
+            return StackedTuple([Stacked(t, slots, self.batch) for t in out])
         if not (isinstance(out, torch.Tensor) and out.dim() > 0 and out.shape[0] == rows):
             raise ConfigError(
                 f"internal: node '{node.name}' ({node.description}) gave {type(out).__name__} "
@@ -420,7 +430,8 @@ class _Run:
 def _accumulate(out: Optional[torch.Tensor], columns: torch.Tensor, w: Weight) -> torch.Tensor:
     """``out + w * columns`` (``w`` per task on axis 1), in place where shapes allow."""
     if isinstance(w, torch.Tensor):
-        w = w.reshape((1, -1) + (1,) * (columns.dim() - 2))
+        # the reference multiplies by 0-d weights, which do not promote a half-precision option
+        w = w.to(columns.dtype).reshape((1, -1) + (1,) * (columns.dim() - 2))
     if out is None:
         return columns * w
     if isinstance(w, torch.Tensor):

@@ -49,6 +49,16 @@ class Stacked:
         return f"Stacked({list(self.data.shape)}, slots={self.slots})"
 
 
+class StackedTuple:
+    """A tuple of stacked tensors (``torch.chunk``/``split``/``unbind`` of a stacked tensor
+    along a non-batch dimension): item ``i`` is a :class:`Stacked` value."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: Sequence[Stacked]):
+        self.items = tuple(items)
+
+
 class Const:
     """A value that is the same for every task and not computed from the input."""
 
@@ -67,7 +77,7 @@ class PerTask:
         self.values = values
 
 
-Value = Union[Stacked, Const, PerTask]
+Value = Union[Stacked, StackedTuple, Const, PerTask]
 
 
 def first_appearance(slots: Sequence[int]) -> List[int]:
@@ -154,6 +164,9 @@ def split(value: Value, tasks: int) -> List[Any]:
         return value.values
     if isinstance(value, Const):
         return [value.value] * tasks
+    if isinstance(value, StackedTuple):
+        per_item = [split(item, tasks) for item in value.items]
+        return [tuple(item[t] for item in per_item) for t in range(tasks)]
     if value.count == 1:
         return [value.data] * tasks
     # one copy puts each value's samples together; select() views may be written in place
@@ -162,7 +175,7 @@ def split(value: Value, tasks: int) -> List[Any]:
     return [chunks[s] for s in value.slots]
 
 
-def join(values: List[Any], batch: int, from_input: bool) -> Value:
+def join(values: List[Any], from_input: bool) -> Value:
     """The executor's value for a per-task list (the output of a node run the reference way).
     ``from_input`` says whether the node read any value computed from the input. Stacking is
     left to the first task-batched reader, so a run of per-task nodes stays per task."""
