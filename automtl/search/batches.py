@@ -140,8 +140,11 @@ class BatchStream:
 def eval_batches(
     dataset: Dataset, batch_size: int, max_batches: Optional[int] = None, num_workers: int = 0
 ) -> Iterator[Batch]:
-    """The dataset in order, in batches (the last one may be smaller)."""
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    """The dataset in order, in batches (the last one may be smaller). The loader draws its
+    worker seed from a generator of its own, not from the global RNG: an evaluation must not
+    change the random numbers training draws next (dropout, Gumbel noise)."""
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        generator=torch.Generator().manual_seed(0))
     for i, batch in enumerate(loader):
         if max_batches is not None and i >= max_batches:
             break

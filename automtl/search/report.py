@@ -33,7 +33,9 @@ class Table:
     title: str = ""
     notes: List[str] = dataclasses.field(default_factory=list)
 
-    def _cells(self) -> Tuple[List[Tuple[str, int]], List[str], List[List[str]]]:
+    def cells(self) -> Tuple[List[Tuple[str, int]], List[str], List[List[str]]]:
+        """(column groups as (label, span), header, body rows): the cells :meth:`text`,
+        :meth:`markdown` and the HTML report lay out."""
         groups: List[Tuple[str, int]] = [("", 1), ("# Params", 2)]
         header = ["Model", "Abs. (M)", "Rel. (%)"]
         for task in self.tasks:
@@ -56,7 +58,7 @@ class Table:
         return groups, header, body
 
     def text(self) -> str:
-        groups, header, body = self._cells()
+        groups, header, body = self.cells()
         widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
         group_line, i = [], 0
         for label, span in groups:
@@ -75,7 +77,7 @@ class Table:
         return "\n".join(lines)
 
     def markdown(self) -> str:
-        groups, header, body = self._cells()
+        groups, header, body = self.cells()
         named = []
         for label, span in groups:
             named += [label] * span
@@ -90,6 +92,19 @@ class Table:
         if self.notes:
             lines += [""] + self.notes
         return "\n".join(lines) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Table":
+        """The table :meth:`to_dict` wrote (e.g. a run's ``table.json``)."""
+        try:
+            rows = [Row(r["name"], r.get("parameters"), r.get("metrics"), r.get("seconds")) for r in data["rows"]]
+            tasks = list(data["tasks"])
+            directions = {t: dict((data.get("higher_is_better") or {}).get(t, {})) for t in tasks}
+            relative = {r["name"]: r.get("delta") for r in data["rows"]}
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ConfigError(f"not a results table written by Table.to_dict (missing or malformed {exc})") from None
+        names = {t: list(directions[t]) or _names(rows, t) for t in tasks}
+        return cls(rows, tasks, names, directions, data.get("baseline_parameters"), relative, data.get("title", ""), list(data.get("notes", [])))
 
     def to_dict(self) -> Dict[str, Any]:
         return {

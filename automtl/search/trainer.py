@@ -13,9 +13,10 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from tqdm.auto import tqdm
 
-from automtl.errors import TrainingError
+from automtl.errors import RunInterrupted, TrainingError
 from automtl.search.config import LoggingConfig
-from automtl.search.distributed import Runtime
+from automtl.search.distributed import Runtime, any_rank
+from automtl.search.interrupt import StopRequests
 from automtl.search.run import RunDir
 
 StepFn = Callable[[int], Dict[str, float]]
@@ -28,6 +29,13 @@ GAUGES = ("tau", "lr", "policy_lr", "epoch")
 
 class Callback:
     """Hooks called by the loop on every rank; override what you need."""
+
+    def on_search_start(self, model: Any, run: Optional[RunDir]) -> None:
+        """A search of ``model`` (the SuperModel) begins, writing into ``run`` (None: no run
+        directory; ``run.writer`` is False on the ranks that do not write)."""
+
+    def on_search_end(self) -> None:
+        """The search ended (finished, or stopped by an error)."""
 
     def on_log(self, record: Mapping[str, Any]) -> None:
         """A line was added to metrics.jsonl (train averages or an evaluation)."""
@@ -80,43 +88,73 @@ class StageLoop:
         window = {k: list(v) for k, v in (window or {}).items()}
         desc = f"{self.label} {stage}".strip()
         bar = tqdm(total=steps, initial=start, desc=desc, disable=not self.progress, dynamic_ncols=True, leave=True)
-        try:
-            for step in range(start, steps):
-                values = step_fn(step)
-                done = step + 1
-                self._check_finite(stage, done, values)
-                for key, value in values.items():
-                    window.setdefault(key, []).append(float(value))
-                bar.update(1)
-                bar.set_postfix_str(_postfix(values), refresh=False)
-                if done % cfg.log_every == 0 or done == steps:
-                    self.log({"stage": stage, "step": done, "kind": "train", **_summarise(window)})
-                    window = {}
-                if evaluate is not None and ((cfg.eval_every and done % cfg.eval_every == 0) or done == steps):
-                    self.log({"stage": stage, "step": done, "kind": "eval", **evaluate()})
-                if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < steps:
-                    path = save(done, False, window)
-                    for cb in self.callbacks:
-                        cb.on_checkpoint(stage, done, path)
-        finally:
-            bar.close()
-        path = save(steps, True, {})
-        for cb in self.callbacks:
-            cb.on_checkpoint(stage, steps, path)
-            cb.on_stage_end(stage)
+        saved = start  # the step of the stage's checkpoint on disk (0: none of this stage yet)
+        with StopRequests() as stop:
+            try:
+                for step in range(start, steps):
+                    values = step_fn(step)
+                    done = step + 1
+                    not_finite, stopping = any_rank([_not_finite(values), stop.received is not None], self.runtime)
+                    if not_finite:
+                        self._stop_not_finite(stage, done, values, saved)
+                    for key, value in values.items():
+                        window.setdefault(key, []).append(float(value))
+                    bar.update(1)
+                    bar.set_postfix_str(_postfix(values), refresh=False)
+                    if done % cfg.log_every == 0 or done == steps:
+                        self.log({"stage": stage, "step": done, "kind": "train", **_summarise(window)})
+                        window = {}
+                    if evaluate is not None and ((cfg.eval_every and done % cfg.eval_every == 0) or done == steps):
+                        self.log({"stage": stage, "step": done, "kind": "eval", **evaluate()})
+                    periodic = cfg.checkpoint_every and done % cfg.checkpoint_every == 0
+                    if done < steps and (periodic or stopping):
+                        path = save(done, False, window)
+                        saved = done
+                        for cb in self.callbacks:
+                            cb.on_checkpoint(stage, done, path)
+                        if stopping:
+                            self._stop_interrupted(stage, done, steps, path, stop.name or "a signal on another rank", stop.received)
+            finally:
+                bar.close()
+            path = save(steps, True, {})
+            for cb in self.callbacks:
+                cb.on_checkpoint(stage, steps, path)
+                cb.on_stage_end(stage)
+            if stop.received is not None:  # arrived during the last step: the stage is done, stop before the next
+                self._stop_interrupted(stage, steps, steps, path, stop.name, stop.received)
 
-    @staticmethod
-    def _check_finite(stage: str, step: int, values: Mapping[str, float]) -> None:
+    def _stop_interrupted(self, stage: str, step: int, steps: int, path: Optional[str], name: str, signum: Optional[int]) -> None:
+        where = self.run.path if self.run is not None else None
+        saved = (
+            f"its checkpoint is written ({path}); resume with `automtl search --resume {where}` or "
+            f"automtl.search(..., out={where!r}, resume=True)"
+            if where is not None
+            else "there is no run directory (out=None), so nothing was saved"
+        )
+        raise RunInterrupted(f"{stage}: stopped by {name} after step {step} of {steps}; {saved}", signum or 15)
+
+    def _stop_not_finite(self, stage: str, step: int, values: Mapping[str, float], saved: int) -> None:
         bad = [k for k, v in values.items() if k.startswith("loss") and not math.isfinite(float(v))]
         if not bad:
-            return
-        per_task = [k for k in bad if k.startswith("loss/")]
-        key = per_task[0] if per_task else bad[0]
-        what = f"the loss of task '{key[len('loss/'):]}'" if per_task else key
+            what = "a loss on another rank is not finite"
+        else:
+            per_task = [k for k in bad if k.startswith("loss/")]
+            key = per_task[0] if per_task else bad[0]
+            what = (f"the loss of task '{key[len('loss/'):]}'" if per_task else key) + f" is {values[key]}"
+        if self.run is None:
+            kept = "nothing is saved (no run directory)"
+        elif saved:
+            kept = f"the checkpoint of step {saved} is kept ({self.run.checkpoint(stage)})"
+        else:
+            kept = "this stage has no checkpoint yet; the earlier stages' are kept"
         raise TrainingError(
-            f"{stage}, step {step}: {what} is {values[key]}; training stopped (the last checkpoint is kept). "
-            "Lower the learning rate, check this task's data and loss, or turn mixed precision off"
+            f"{stage}, step {step}: {what}; training stopped and {kept}. Lower the learning rate, check "
+            "this task's data and loss, or turn mixed precision off; then resume the run"
         )
+
+
+def _not_finite(values: Mapping[str, float]) -> bool:
+    return any(k.startswith("loss") and not math.isfinite(float(v)) for k, v in values.items())
 
 
 def _summarise(window: Mapping[str, List[float]]) -> Dict[str, float]:
