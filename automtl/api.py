@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from automtl.compiler.fx_frontend import LeafSpec, graph_from_module, trace_module
-from automtl.compiler.passes import DEFAULT_SEARCHABLE, assign_roles
+from automtl.compiler.passes import DEFAULT_SEARCHABLE, assign_roles, check_batched
 from automtl.errors import CompileError
 from automtl.supermodel import SuperModel
 from automtl.task import Task, as_tasks
@@ -69,5 +69,6 @@ def compile(  # noqa: A001 - the public name the design asks for
     if not isinstance(example_input, torch.Tensor):
         raise CompileError(f"example_input must be a torch.Tensor, got {type(example_input).__name__}")
     graph = graph_from_module(gm, [example_input], name=name)
+    check_batched(graph, gm)
     assign_roles(graph, gm, searchable=searchable, norm=norm)
     return SuperModel(graph, gm, task_list, name=name)

@@ -162,6 +162,10 @@ class Policy:
             if task not in table:
                 raise PolicyError(f"the policy gives no choices for task '{task}'")
             row = table[task]
+            if not isinstance(row, Mapping):
+                raise PolicyError(
+                    f"the policy's entry for task '{task}' must map nodes to options, got {type(row).__name__}"
+                )
             for node in row:
                 if node not in sm.searchable_nodes:
                     raise PolicyError(

@@ -76,6 +76,35 @@ def assign_roles(
     graph.compute_depths()
 
 
+_AXES = {3: "N, C, L", 4: "N, C, H, W", 5: "N, C, D, H, W"}
+
+
+def check_batched(graph: IRGraph, root: nn.Module) -> None:
+    """Refuse an example input without its batch axis: torch's convolutions also take unbatched
+    (C, H, W) tensors, so ``torch.randn(3, 224, 224)`` would trace, and every recorded shape
+    (hence the skips and the derived model) would be one axis short."""
+    if not graph.inputs:
+        return
+    example = graph[graph.inputs[0]].out_shape
+    for node in graph:
+        if node.op != "call_module" or not node.in_shapes or node.in_shapes[0] is None:
+            continue
+        module = root.get_submodule(node.target)
+        if not isinstance(module, nn.modules.conv._ConvNd):
+            continue
+        rank = len(module.kernel_size) + 2
+        got = node.in_shapes[0]
+        if len(got) != rank:
+            shape = list(example) if example is not None else "?"
+            raise CompileError(
+                f"example_input has shape {shape}, and module '{node.target}' ({type(module).__name__}) "
+                f"receives a {len(got)}-D tensor {list(got)} from it, but takes a batch of {rank}-D inputs "
+                f"({_AXES.get(rank, 'N, C, ...')}). Give example_input its batch "
+                "axis, e.g. example_input.unsqueeze(0)"
+            )
+        return  # the first convolution decides: later ones see what it made of the input
+
+
 def _feeding_operator(graph: IRGraph, node: IRNode, resolved: Dict[str, Optional[str]]) -> Optional[str]:
     """The searchable node whose output reaches ``node`` through parameter-free unary steps
     that keep the number of elements (activations, reshapes, permutes - not pooling, which

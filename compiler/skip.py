@@ -167,6 +167,13 @@ def build_skip(
 ) -> nn.Module:
     """The skip of ``module``: identity when it keeps the shape, else a down-sample (see the
     module docstring). ``where`` names the node for error messages."""
+    for what, shape in (("input", in_shape), ("output", out_shape)):
+        if shape is not None and shape.numel() == 0:
+            raise CompileError(
+                f"node '{where}' ({type(module).__name__}) has an empty {what} {_fmt(shape)} for the example "
+                "input, so there is nothing for a task to share or skip. Use a larger example input, or "
+                "change the layers before it (a kernel, stride or padding too large for its input)"
+            )
     if in_shape is not None and in_shape == out_shape:
         return nn.Identity()
     if isinstance(module, nn.modules.conv._ConvTransposeNd):

@@ -11,7 +11,7 @@ import argparse
 import sys
 from typing import List, Optional, Sequence
 
-from automtl.errors import AutoMTLError
+from automtl.errors import AutoMTLError, ConfigError, RunInterrupted
 
 
 def _command_modules() -> List[object]:
@@ -20,8 +20,11 @@ def _command_modules() -> List[object]:
     from automtl.cli import search_cmd
     from automtl.cli import export_cmd
     from automtl.cli import info_cmd
+    from automtl.cli import show_cmd
+    from automtl.cli import compare_cmd
+    from automtl.cli import group_cmd
 
-    return [compile_cmd, search_cmd, export_cmd, info_cmd]
+    return [compile_cmd, search_cmd, export_cmd, info_cmd, show_cmd, compare_cmd, group_cmd]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,17 +39,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def set_threads(threads: Optional[int]) -> None:
+    """``--threads N``: torch's intra-op threads for this command (None: torch's default)."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise ConfigError(f"--threads must be 1 or more, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    import torch
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    threads = torch.get_num_threads()
     try:
         return int(args.run(args) or 0)
+    except RunInterrupted as exc:  # a checkpoint was written: not an error, a stop
+        print(f"automtl {args.command}: {exc}", file=sys.stderr)
+        return 128 + exc.signal
     except AutoMTLError as exc:
         print(f"automtl {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"automtl {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        torch.set_num_threads(threads)  # --threads holds for one command: main() is also called in-process
 
 
 if __name__ == "__main__":  # pragma: no cover

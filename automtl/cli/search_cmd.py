@@ -9,6 +9,7 @@ import sys
 import time
 from typing import Any, Dict, List
 
+from automtl.cli import set_threads
 from automtl.errors import ConfigError
 
 # flags that map one-to-one onto config keys (flag dest -> key path)
@@ -43,8 +44,8 @@ def register(subparsers: Any) -> None:
     source.add_argument("--backbone", help="backbone: a built-in name, a shipped prototxt name, torchvision:<arch> or a .prototxt path")
     source.add_argument("--task", action="append", dest="tasks", metavar="SPEC", help="task spec name:kind[:classes] (repeat for more tasks)")
     source.add_argument("--data-root", help="folder of an on-disk dataset")
-    source.add_argument("--method", help="sharing method (automtl, single_task, multi_task)")
-    source.add_argument("--weighting", help="loss weighting (equal)")
+    source.add_argument("--method", help="sharing method (automtl, single_task, multi_task, adashare, roaming)")
+    source.add_argument("--weighting", help="loss weighting (equal, uncertainty; with torchjd: upgrad, mgda, pcgrad, cagrad, nash_mtl, ...)")
     source.add_argument("--stage", action="append", dest="stages", choices=("pretrain", "policy_train", "post_train"),
                         help="run only this stage (repeatable); the others are loaded from --out when done there")
     run = parser.add_argument_group("run directory")
@@ -67,6 +68,9 @@ def register(subparsers: Any) -> None:
     out.add_argument("--no-baselines", action="store_true", help="train only the searched model (no table)")
     out.add_argument("--baseline-file", help="read the single-task metrics from this baseline file instead of training them")
     out.add_argument("--quiet", action="store_true", help="no progress bars")
+    out.add_argument("--plots", action="store_true",
+                     help="redraw the plots (RUN_DIR/plots) at every evaluation, and write TensorBoard scalars "
+                     "(RUN_DIR/tensorboard) when the tensorboard package is installed; `automtl show` draws them after")
     parser.set_defaults(run=run_search)
 
 
@@ -109,7 +113,19 @@ def build_config(args: argparse.Namespace) -> Dict[str, Any]:
     return data
 
 
-_RESUMABLE_FLAGS = ("quiet", "device", "resume", "stages", "overrides", "threads")
+_RESUMABLE_FLAGS = ("quiet", "device", "resume", "stages", "overrides", "threads", "plots")
+
+
+def _plot_callbacks() -> List[Any]:
+    """--plots: plots at every evaluation; TensorBoard scalars when tensorboard is installed."""
+    from automtl.viz.live import PlotCallback, tensorboard_callback
+
+    def say(line: str) -> None:
+        if _is_main():
+            print(f"automtl search: {line}", file=sys.stderr)
+
+    board = tensorboard_callback(say)
+    return [PlotCallback()] + ([board] if board is not None else [])
 
 
 def run_search(args: argparse.Namespace) -> int:
@@ -118,12 +134,7 @@ def run_search(args: argparse.Namespace) -> int:
     from automtl.search.report import comparison_table
 
     started = time.perf_counter()
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ConfigError(f"--threads must be 1 or more, got {args.threads}")
-        import torch
-
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     overrides: List[str] = []
     if args.resume:
         given = [f"--{k.replace('_', '-')}" for k, v in vars(args).items()
@@ -131,7 +142,7 @@ def run_search(args: argparse.Namespace) -> int:
         if given or args.tasks or args.no_baselines:
             raise ConfigError(
                 f"--resume continues a run with its saved config; drop {', '.join(given or ['--task/--no-baselines'])} "
-                "(only --device, --threads, --quiet, --stage and --set may change)"
+                "(only --device, --threads, --quiet, --plots, --stage and --set may change)"
             )
         out = args.resume
         overrides = list(args.overrides)
@@ -145,9 +156,11 @@ def run_search(args: argparse.Namespace) -> int:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         out = args.out or os.path.join("runs", f"{config.data.benchmark or 'search'}-{stamp}")
     progress = not args.quiet
+    callbacks = _plot_callbacks() if args.plots else []
 
     if args.stages or (config is not None and not (config.baselines.single_task or config.baselines.multi_task or config.baselines.file)):
-        result = search(config=config, out=out, resume=bool(args.resume), stages=args.stages, progress=progress, overrides=overrides)
+        result = search(config=config, out=out, resume=bool(args.resume), stages=args.stages, progress=progress, overrides=overrides,
+                        callbacks=callbacks)
         if _is_main():
             print(f"run directory: {result.run_dir}")
             if result.metrics is not None:
@@ -157,7 +170,7 @@ def run_search(args: argparse.Namespace) -> int:
             print(f"wall time: {time.perf_counter() - started:.1f} s")
         return 0
 
-    comparison = search_with_baselines(config, out, resume=bool(args.resume), progress=progress, overrides=overrides)
+    comparison = search_with_baselines(config, out, resume=bool(args.resume), progress=progress, overrides=overrides, callbacks=callbacks)
     if not _is_main():
         return 0
     cfg = load_config(os.path.join(out, "config.yaml"))

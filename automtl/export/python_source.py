@@ -519,7 +519,8 @@ def _fields(module: nn.Module) -> Dict[str, Any]:
     nn.Module's bookkeeping), submodules, parameters and persistent buffers, in that order."""
     found: Dict[str, Any] = {}
     for name, value in vars(module).items():
-        if name not in _MODULE_INTERNALS:
+        # dunder names are torch's own marks (torch.jit.script leaves ``__overloads__``)
+        if name not in _MODULE_INTERNALS and not (name.startswith("__") and name.endswith("__")):
             found[name] = value
     found.update(module._modules)
     found.update(module._parameters)

@@ -25,6 +25,8 @@ SCHEDULERS = ("constant", "step", "cosine")
 DRAWS = ("sample", "argmax", "best_of_k")
 INITS = ("initial", "reset", "inherit")
 STAGES = ("pretrain", "policy_train", "post_train")
+GRANULARITIES = ("block", "operator")
+CANDIDATES = ("all", "pairs")
 
 
 @dataclasses.dataclass
@@ -219,6 +221,78 @@ class BaselineConfig:
 
 
 @dataclasses.dataclass
+class AdaShareConfig:
+    """AdaShare (``method: adashare``): per-task select-or-skip, one decision per residual
+    block (``granularity: block``; nodes outside residual blocks decide alone) or per
+    operator; policy loss Σ λᵢ Lᵢ + ``lambda_sparsity`` Σ log α + ``lambda_sharing``
+    Σ_{k1,k2} Σₗ (L−l)/L |α_{l,k1} − α_{l,k2}|; with ``curriculum`` the policy of the last
+    block is learned first and one more block opens per policy epoch. The final policy is
+    ``draw`` (``best_of_k``: the best of ``k`` samples by validation loss; ``sample``;
+    ``argmax``), seeded by ``draw_seed`` (default: ``seed``)."""
+
+    lambda_sparsity: float = 1e-3
+    lambda_sharing: float = 0.05
+    granularity: str = "block"
+    curriculum: bool = True
+    draw: str = "best_of_k"
+    k: int = 4
+    draw_seed: Optional[int] = None
+
+    def check(self, where: str) -> None:
+        _non_negative(self.lambda_sparsity, f"{where}.lambda_sparsity")
+        _non_negative(self.lambda_sharing, f"{where}.lambda_sharing")
+        _one_of(self.granularity, GRANULARITIES, f"{where}.granularity")
+        _one_of(self.draw, DRAWS, f"{where}.draw")
+        _positive(self.k, f"{where}.k")
+
+
+@dataclasses.dataclass
+class RoamingConfig:
+    """Maximum Roaming (``method: roaming``): every shared convolution's output channels are
+    split among the tasks by binary masks with sharing ratio ``sharing_ratio`` (p: each task
+    uses round(p·S) of a layer's S channels; every channel is used by at least one task; the
+    default 0.8 is the paper's setting on NYUv2 and CelebA);
+    every ``delta`` training steps (updates, not epochs) each task swaps one channel it uses
+    for one it has never used, until every task has visited every channel. ``delta`` unset:
+    the visit plan is spread over the first half of post-train. ``seed`` (default: ``seed``)
+    draws the masks and swaps."""
+
+    sharing_ratio: float = 0.8
+    delta: Optional[int] = None
+    seed: Optional[int] = None
+
+    def check(self, where: str) -> None:
+        if not 0.0 < self.sharing_ratio <= 1.0:
+            raise ConfigError(f"{where}.sharing_ratio must be in (0, 1], got {self.sharing_ratio}")
+        if self.delta is not None:
+            _positive(self.delta, f"{where}.delta")
+
+
+@dataclasses.dataclass
+class GroupingConfig:
+    """Task grouping (``automtl group``): which networks to train as candidates
+    (``candidates: all``: one per non-empty subset of tasks; ``pairs``: subsets of one or two
+    tasks, larger ones predicted by the higher-order approximation), whether to add half-size
+    single-task networks (``half_size``, widths scaled so the backbone costs about half),
+    the share of ``post_train.steps`` a candidate trains for before the choice
+    (``fraction`` < 1: the early-stopping approximation), and the inference-cost ``budgets``
+    (in units of one full-size network's backbone MACs; empty: 1, 1.5, ..., number of tasks).
+    The chosen networks are then trained for the full ``post_train.steps``."""
+
+    candidates: str = "all"
+    half_size: bool = True
+    fraction: float = 0.25
+    budgets: List[float] = dataclasses.field(default_factory=list)
+
+    def check(self, where: str) -> None:
+        _one_of(self.candidates, CANDIDATES, f"{where}.candidates")
+        if not 0.0 < self.fraction <= 1.0:
+            raise ConfigError(f"{where}.fraction must be in (0, 1], got {self.fraction}")
+        for i, budget in enumerate(self.budgets):
+            _positive(budget, f"{where}.budgets[{i}]")
+
+
+@dataclasses.dataclass
 class LoggingConfig:
     """How often to log (``metrics.jsonl``), evaluate and checkpoint, in steps of a stage
     (0: only at the end of the stage)."""
@@ -252,6 +326,9 @@ class SearchConfig:
     policy_train: PolicyTrainConfig = dataclasses.field(default_factory=PolicyTrainConfig)
     post_train: PostTrainConfig = dataclasses.field(default_factory=PostTrainConfig)
     baselines: BaselineConfig = dataclasses.field(default_factory=BaselineConfig)
+    adashare: AdaShareConfig = dataclasses.field(default_factory=AdaShareConfig)
+    roaming: RoamingConfig = dataclasses.field(default_factory=RoamingConfig)
+    grouping: GroupingConfig = dataclasses.field(default_factory=GroupingConfig)
     logging: LoggingConfig = dataclasses.field(default_factory=LoggingConfig)
 
     def check(self) -> "SearchConfig":

@@ -137,6 +137,16 @@ def gather_objects(obj: Any, runtime: Runtime) -> List[Any]:
     return out
 
 
+def any_rank(flags: Sequence[bool], runtime: Runtime) -> List[bool]:
+    """Each flag OR-ed over the ranks, so that every rank takes the same branch (one rank
+    stopping while the others wait in a collective call would hang the run)."""
+    if not runtime.distributed:
+        return [bool(f) for f in flags]
+    values = torch.tensor([1.0 if f else 0.0 for f in flags], device=runtime.device)
+    dist.all_reduce(values, op=dist.ReduceOp.MAX)
+    return [bool(v) for v in values.tolist()]
+
+
 def barrier(runtime: Runtime) -> None:
     if runtime.distributed:
         dist.barrier()

@@ -19,6 +19,7 @@ from automtl.policy import Policy
 from automtl.search.batches import check_dataset
 from automtl.search.build import MODEL_FORMAT, Experiment, build_experiment, build_supermodel
 from automtl.search.checkpoint import load_checkpoint
+from automtl.search.preflight import preflight
 from automtl.search.config import STAGES, SearchConfig, load_config
 from automtl.search.distributed import Runtime, setup_runtime
 from automtl.search.run import RunDir
@@ -137,7 +138,7 @@ def search(
     model.to(runtime.device)
     loss_weighting.to(runtime.device)
     strategy.prepare(model)
-    initial_state = _initial_state(model, run, runtime)
+    preflight(model, train, runtime)  # a mistake in how model, data and losses fit is reported now, not in step 1
 
     if run is not None:
         run.prepare()
@@ -156,6 +157,8 @@ def search(
                 "tasks": list(model.task_names),
             },
         )
+    # after config.yaml: a run killed right after writing init.pt must still be resumable
+    initial_state = _initial_state(model, run, runtime)
     ctx = Context(
         config=cfg,
         sm=model,
@@ -172,13 +175,19 @@ def search(
         label=label or strategy.name,
     )
     post: Optional[PostTrainResult] = None
-    for stage in strategy.stages:
-        if stages is None or stage in stages:
-            outcome = STAGE_RUNNERS[stage](ctx)
-            if stage == "post_train":
-                post = outcome
-        else:
-            _load_finished(ctx, stage)
+    for cb in callbacks:
+        cb.on_search_start(model, run)
+    try:
+        for stage in strategy.stages:
+            if stages is None or stage in stages:
+                outcome = STAGE_RUNNERS[stage](ctx)
+                if stage == "post_train":
+                    post = outcome
+            else:
+                _load_finished(ctx, stage)
+    finally:
+        for cb in callbacks:
+            cb.on_search_end()
 
     seconds = time.perf_counter() - started
     if post is None:
@@ -246,6 +255,8 @@ def save_final_model(run: RunDir, model: MultiTaskModel, policy: Policy, spec: O
             "tasks": list(model.task_names),
             "policy": policy.to_dict(),
             "parameters": model.num_parameters(),
+            # Maximum Roaming's per-task channel masks (their values are in weights.pt)
+            "channel_masks": list(getattr(model, "mask_layers", ())),
         },
     )
 
@@ -275,6 +286,10 @@ def load_run(run_dir: Union[str, os.PathLike], supermodel: Optional[SuperModel] 
             raise CheckpointError(f"cannot rebuild the model of {run.path}: {exc}") from exc
     policy = Policy.from_dict(supermodel, meta["policy"])
     model = derive(supermodel, policy)
+    if meta.get("channel_masks"):
+        from automtl.methods.masking import mask_channels
+
+        model = mask_channels(model, meta["channel_masks"])
     state = safe_torch_load(run.file("model", "weights.pt"))
     try:
         model.load_state_dict(state)

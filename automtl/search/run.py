@@ -25,7 +25,7 @@ import os
 from typing import Any, Dict, List, Mapping, Optional
 
 from automtl.errors import CheckpointError
-from automtl.io import atomic_write_bytes, atomic_write_text
+from automtl.io import TEMPORARY_PREFIX, atomic_write_bytes, atomic_write_text
 
 
 def _json_safe(value: Any) -> Any:
@@ -90,6 +90,16 @@ class RunDir:
     def prepare(self) -> None:
         if self.writer:
             os.makedirs(self.checkpoints, exist_ok=True)
+            self.remove_partial_writes()
+
+    def remove_partial_writes(self) -> None:
+        """Delete the temporary files of writes a killed run left unfinished (never read: a
+        write becomes visible only by its final rename)."""
+        for folder in (self.path, self.checkpoints, self.model_dir):
+            if os.path.isdir(folder):
+                for name in os.listdir(folder):
+                    if name.startswith(TEMPORARY_PREFIX):
+                        os.unlink(os.path.join(folder, name))
 
     def write_text(self, name: str, text: str) -> None:
         if self.writer:

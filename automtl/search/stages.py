@@ -349,7 +349,8 @@ def run_pretrain(ctx: Context) -> None:
             },
         )
 
-    ctx.loop().loop("pretrain", cfg.steps, start, step, save, lambda: evaluate(ctx, sm, ctx.val), window)
+    with ctx.weighting.watch(sm):
+        ctx.loop().loop("pretrain", cfg.steps, start, step, save, lambda: evaluate(ctx, sm, ctx.val), window)
     broadcast_(list(sm.buffers()), runtime)  # every rank continues with rank 0's normalisation statistics
 
 
@@ -461,7 +462,8 @@ def run_policy_train(ctx: Context) -> None:
             },
         )
 
-    ctx.loop().loop("policy_train", cfg.steps, start, step, save, evaluate_argmax, window)
+    with ctx.weighting.watch(sm):
+        ctx.loop().loop("policy_train", cfg.steps, start, step, save, evaluate_argmax, window)
     broadcast_(list(sm.buffers()), runtime)
     _write_policy(ctx, Policy.argmax(sm))
 
@@ -534,7 +536,7 @@ def run_post_train(ctx: Context) -> PostTrainResult:
     else:
         policy = draw_policy(ctx)
     _write_policy(ctx, policy)
-    model = derive_for_training(ctx, policy).to(runtime.device)
+    model = ctx.method.adapt_model(derive_for_training(ctx, policy), ctx.sm).to(runtime.device)
     trained = list(model.parameters()) + ctx.weighting.parameters()
     optimizer = make_optimizer(cfg.optimizer, trained)
     scheduler = make_scheduler(cfg.scheduler, optimizer, cfg.steps)
@@ -595,7 +597,8 @@ def run_post_train(ctx: Context) -> PostTrainResult:
                 },
             )
 
-        ctx.loop().loop("post_train", cfg.steps, start, step, save, lambda: evaluate(ctx, model, ctx.val), window)
+        with ctx.weighting.watch(model):
+            ctx.loop().loop("post_train", cfg.steps, start, step, save, lambda: evaluate(ctx, model, ctx.val), window)
         broadcast_(list(model.buffers()), runtime)
     model.eval()
     val = evaluate(ctx, model, ctx.val, "val")

@@ -16,7 +16,10 @@ method object, through this small interface, everything that differs between met
   per-task channel masks on a schedule;
 * ``draw_policy(sm, score)``: the hard policy post-train trains; ``score(policy)`` gives the
   validation loss of the policy-trained supermodel in fixed mode (lower is better), for
-  methods that pick among candidates.
+  methods that pick among candidates;
+* ``adapt_model(model, sm)``: the model post-train trains, made from the derived one
+  (default: the derived model itself; Maximum Roaming adds per-task channel masks, which
+  the run's ``model/model.json`` records so that :func:`automtl.load_run` rebuilds them).
 
 AutoMTL is the first strategy; the single-task and multi-task baselines are
 :class:`FixedPolicy` strategies (all-own, all-shared) that run post-train only.
@@ -31,6 +34,7 @@ import torch
 
 from automtl.compiler.ir import OPTIONS
 from automtl.errors import ConfigError
+from automtl.export.derive import MultiTaskModel
 from automtl.policy import Policy
 from automtl.search.config import STAGES, SearchConfig
 from automtl.search.regularizer import policy_regularizer
@@ -62,6 +66,9 @@ class SharingMethod:
 
     def draw_policy(self, sm: SuperModel, score: Score) -> Policy:
         return Policy.argmax(sm)
+
+    def adapt_model(self, model: MultiTaskModel, sm: SuperModel) -> MultiTaskModel:
+        return model
 
 
 class AutoMTL(SharingMethod):
@@ -119,17 +126,35 @@ def _automtl(config: SearchConfig) -> SharingMethod:
     return AutoMTL(config.policy_train.lambda_reg, post.draw, post.k, seed)
 
 
+def _adashare(config: SearchConfig) -> SharingMethod:
+    from automtl.methods.adashare import AdaShare  # the methods package builds on this module
+
+    return AdaShare.from_config(config)
+
+
+def _roaming(config: SearchConfig) -> SharingMethod:
+    from automtl.methods.roaming import MaximumRoaming
+
+    return MaximumRoaming.from_config(config)
+
+
 #: Sharing methods by name, built from a config. New methods add one line here.
 METHODS: Dict[str, Callable[[SearchConfig], SharingMethod]] = {
     "automtl": _automtl,
     "single_task": lambda config: FixedPolicy("own"),
     "multi_task": lambda config: FixedPolicy("shared"),
+    "adashare": _adashare,
+    "roaming": _roaming,
 }
+
+#: Short names accepted wherever a method is named (``automtl compare --methods single,multi``).
+ALIASES: Dict[str, str] = {"single": "single_task", "multi": "multi_task", "maximum_roaming": "roaming"}
 
 
 def make_method(method: Union[str, SharingMethod], config: SearchConfig) -> SharingMethod:
     if isinstance(method, SharingMethod):
         return method
+    method = ALIASES.get(method, method)
     if method not in METHODS:
         close = difflib.get_close_matches(str(method), list(METHODS), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""

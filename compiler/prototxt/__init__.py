@@ -8,7 +8,8 @@ automtl (see :func:`shipped_backbones`) and returns a ``GraphModule`` whose ``ne
 Modules: :mod:`.source` (where the text comes from), :mod:`.parse` (text -> layers),
 :mod:`.layers` (Caffe layer -> torch ops), :mod:`.build` (layers -> GraphModule),
 :mod:`.weights` (fillers and stored blobs), :mod:`.modules` / :mod:`.functional` (the Caffe
-ops torch lacks), :mod:`.schema` (the generated protobuf classes).
+ops torch lacks), :mod:`.schema` (the generated protobuf classes), :mod:`.limits` (the sizes a
+file may ask for, checked before anything is allocated).
 """
 
 from __future__ import annotations

@@ -53,6 +53,7 @@ from automtl.errors import (
 
 from ..fx_frontend import STATIC_SHAPE_KEY as SHAPE_KEY
 from .layers import BUILDERS, Blob, fusable_scale, is_pytorch_style_batchnorm, is_supported
+from .limits import check_blob, check_parameters
 from .parse import LayerSpec, NetSpec, unsupported_layers_error
 from .schema import INPUT_TYPES, INPUT_TYPES_READING_FILES, SINK_TYPES, TRAINING_ONLY_TYPES
 
@@ -145,6 +146,11 @@ class _Context:
         self._fused = fused
         self._module_names: Set[str] = set()
         self._param_owner: Dict[str, Tuple[Tuple[str, ...], str, str, LayerSpec]] = {}
+        self.parameters = 0  # of the modules added so far (see limits.py)
+
+    def check_parameters(self, layer: LayerSpec, count: int) -> None:
+        """Refuse, before allocating it, a layer of ``count`` parameters beyond the limits."""
+        check_parameters(f"{self.label}: {layer.where()}", count, self.parameters)
 
     def fused_scale(self, layer: LayerSpec) -> Optional[LayerSpec]:
         return self._fused.get(layer.index)
@@ -177,6 +183,9 @@ class _Context:
                         f"layers differ: {signature} vs {module!r}"
                     )
                 return target
+        count = sum(p.numel() for p in module.parameters())
+        self.check_parameters(layer, count)
+        self.parameters += count
         if initialise is not None:
             initialise(module)
         target = self._module_name(layer.name)
@@ -365,6 +374,7 @@ def build_graph_module(
         raise _input_shape_error(net, input_name, declared, flow.unresolved.get(input_name))
     if batch_size is not None and input_shape is None:
         shape = _check_shape(net, (batch_size, *shape[1:]), "the input shape")
+    check_blob(f"{net.label}: the input '{input_name}'", shape, PrototxtError, "use a smaller input shape")
 
     fused = _fusion_plan(flow, compute)
     absorbed = {scale.index for scale in fused.values()}
@@ -373,6 +383,11 @@ def build_graph_module(
     env: Dict[int, Blob] = {vid: Blob(placeholder, shape) for vid in input_ids}
     for layer in compute:
         if layer.type in SINK_TYPES:
+            if layer.tops:
+                raise InvalidLayerError(
+                    f"{net.label}: {layer.where()}: a {layer.type} layer only consumes its bottoms, but it "
+                    f"declares top(s) {', '.join(repr(t) for t in layer.tops)}; remove them"
+                )
             continue
         reads = flow.reads[layer.index]
         for vid in reads:
@@ -387,6 +402,7 @@ def build_graph_module(
             continue
         outputs = BUILDERS[layer.type](ctx, layer, [env[vid] for vid in reads])
         for vid, blob in zip(flow.writes[layer.index], outputs):
+            check_blob(f"{net.label}: {layer.where()}: its output '{flow.versions[vid].blob}'", blob.shape)
             env[vid] = blob
             blob.node.meta.setdefault(SHAPE_KEY, torch.Size(blob.shape))
     out_ids = flow.outputs()

@@ -151,14 +151,15 @@ def _build_softmax(ctx, layer: LayerSpec, bottoms: List[Blob]) -> List[Blob]:
 
 
 def _per_axis(ctx, layer, values, hw: Optional[Tuple[int, int]], n: int, default: Optional[int], what: str) -> List[int]:
+    short = what.replace("_size", "")  # kernel_size -> kernel_h / kernel_w
     if hw is not None:
         if n != 2:
-            raise _error(ctx, InvalidLayerError, layer, f"{what}_h/{what}_w are for 2-D inputs; this input has {n} spatial axes")
+            raise _error(ctx, InvalidLayerError, layer, f"{short}_h/{short}_w are for 2-D inputs; this input has {n} spatial axes")
         return [int(hw[0]), int(hw[1])]
     values = [int(v) for v in values]
     if not values:
         if default is None:
-            raise _error(ctx, InvalidLayerError, layer, f"{what} is not given (write {what}: N, or {what}_h and {what}_w)")
+            raise _error(ctx, InvalidLayerError, layer, f"{what} is not given (write {what}: N, or {short}_h and {short}_w)")
         return [default] * n
     if len(values) == 1:
         return values * n
@@ -269,6 +270,7 @@ def _build_convolution(ctx, layer: LayerSpec, bottoms: List[Blob]) -> List[Blob]
         return (b.shape[0], out, *spatial)
 
     shape_of(bottoms[0])  # report a too-small input before building anything
+    ctx.check_parameters(layer, out * (channels // group) * _numel(kernel) + (out if p.bias_term else 0))
     module = _CONV[n](channels, out, kernel, stride, pad, dilation, group, bool(p.bias_term), device=_device_for(p, "weight_filler"))
     target = ctx.add_module(layer, module, lambda m: _fill_and_load(ctx, layer, m, "weight_filler", "bias_filler", p))
     return _apply_module(ctx, layer, target, bottoms, shape_of)
@@ -289,6 +291,7 @@ def _build_deconvolution(ctx, layer: LayerSpec, bottoms: List[Blob]) -> List[Blo
         return (b.shape[0], out, *spatial)
 
     shape_of(bottoms[0])
+    ctx.check_parameters(layer, channels * (out // group) * _numel(kernel) + (out if p.bias_term else 0))
     module = _DECONV[n](channels, out, kernel, stride, pad, 0, group, bool(p.bias_term), dilation, device=_device_for(p, "weight_filler"))
     target = ctx.add_module(layer, module, lambda m: _fill_and_load(ctx, layer, m, "weight_filler", "bias_filler", p))
     return _apply_module(ctx, layer, target, bottoms, shape_of)
@@ -302,6 +305,7 @@ def _build_inner_product(ctx, layer: LayerSpec, bottoms: List[Blob]) -> List[Blo
         raise _error(ctx, InvalidLayerError, layer, "inner_product_param needs num_output")
     axis = _axis(ctx, layer, p.axis, len(x.shape))
     features = _numel(x.shape[axis:])
+    ctx.check_parameters(layer, (features + (1 if p.bias_term else 0)) * int(p.num_output))
     module = nn.Linear(features, int(p.num_output), bool(p.bias_term), device=_device_for(p, "weight_filler"))
     target = ctx.add_module(
         layer, module, lambda m: _fill_and_load(ctx, layer, m, "weight_filler", "bias_filler", p, transpose_ip=p.transpose)
@@ -347,6 +351,8 @@ def _build_batch_norm(ctx, layer: LayerSpec, bottoms: List[Blob]) -> List[Blob]:
         momentum = round(1.0 - _f(p.moving_average_fraction), 7)
     else:
         momentum = 0.1
+    if not (math.isfinite(p.eps) and p.eps >= 0):
+        raise _error(ctx, InvalidLayerError, layer, f"eps must be a finite number, 0 or more; got {_f(p.eps)}")
     affine = (p.affine if p.HasField("affine") else True) if dialect else scale_layer is not None
     track = p.track_running_stats if p.HasField("track_running_stats") else True
     module = _BN[len(x.shape)](x.shape[1], eps=_f(p.eps), momentum=momentum, affine=affine, track_running_stats=track)
@@ -384,7 +390,7 @@ def _build_batch_norm(ctx, layer: LayerSpec, bottoms: List[Blob]) -> List[Blob]:
 def _blob_scalar(ctx, layer: LayerSpec, blob) -> float:
     from .weights import blob_tensor
 
-    value = blob_tensor(blob)
+    value = blob_tensor(blob, f"{ctx.label}: {layer.where()}")
     if value.numel() != 1:
         raise _error(ctx, ShapeMismatchError, layer, f"its third blob (the scale factor) must hold 1 value, it holds {value.numel()}")
     return float(value.reshape(()))

@@ -122,6 +122,35 @@ def layer_block_spans(text: str) -> List[Tuple[str, int, int]]:
     return spans
 
 
+#: Deepest block nesting accepted. Caffe's schema nests four levels (net > layer > settings >
+#: filler); protobuf's text parser recurses once per level, so a hostile file nested
+#: thousands deep would exhaust Python's stack.
+MAX_NESTING = 64
+
+_NESTING_TOKEN = re.compile(r""""(?:[^"\\\n]|\\.)*"?|'(?:[^'\\\n]|\\.)*'?|\#[^\n]*|[{}<>\n]""")
+
+
+def check_nesting(source: PrototxtSource) -> None:
+    """Refuse text whose blocks nest deeper than :data:`MAX_NESTING`, before parsing it."""
+    depth, line, line_start = 0, 1, 0
+    for match in _NESTING_TOKEN.finditer(source.text):
+        token = match.group()
+        if token == "\n":
+            line, line_start = line + 1, match.end()
+        elif token in "{<":
+            depth += 1
+            if depth > MAX_NESTING:
+                column = match.start() - line_start + 1
+                raise PrototxtSyntaxError(
+                    f"{source.label}:{line}:{column}: blocks are nested more than {MAX_NESTING} deep; a Caffe "
+                    "net nests a few levels (net > layer > settings > filler). Check the braces"
+                )
+        elif token in "}>":
+            depth = max(0, depth - 1)
+        elif token[0] in "\"'":
+            line += token.count("\n")
+
+
 # -- parsing -------------------------------------------------------------------------------
 
 _POSITION = re.compile(r"^\s*\d+:\d+\s*:\s*")
@@ -185,6 +214,7 @@ def parse_net(source: PrototxtSource, is_supported: Callable[[str], bool]) -> Ne
     layer of an unsupported type (a custom layer's own parameters) is reported as that
     unsupported layer, together with every other unsupported layer of the file.
     """
+    check_nesting(source)
     net = NetParameter()
     spans = layer_block_spans(source.text)
     try:

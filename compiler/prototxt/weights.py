@@ -67,6 +67,7 @@ def fill(param: torch.Tensor, filler, where: str) -> None:
     kind = filler.type
     if filler.sparse >= 0 and kind == "gaussian":
         raise InvalidLayerError(f"{where}: sparse gaussian fillers are not supported; remove `sparse`")
+    _check_filler_values(filler, kind, where)
     with torch.no_grad():
         if kind == "constant":
             param.fill_(filler.value)
@@ -95,27 +96,51 @@ def fill(param: torch.Tensor, filler, where: str) -> None:
             )
 
 
-def blob_tensor(blob) -> torch.Tensor:
+def _check_filler_values(filler, kind: str, where: str) -> None:
+    """The settings torch's in-place fillers would reject with a bare error (or turn into
+    NaN weights), refused with one that names the layer."""
+    fields = {"constant": ("value",), "uniform": ("min", "max"), "gaussian": ("mean", "std")}.get(kind, ())
+    for field in fields:
+        value = getattr(filler, field)
+        if not math.isfinite(value):
+            raise InvalidLayerError(f"{where}: the {kind} filler's {field} must be a finite number, got {value}")
+    if kind == "uniform" and filler.min > filler.max:
+        raise InvalidLayerError(f"{where}: the uniform filler's min {filler.min:.7g} is above its max {filler.max:.7g}")
+    if kind == "gaussian" and filler.std < 0:
+        raise InvalidLayerError(f"{where}: the gaussian filler's std must be 0 or more, got {filler.std:.7g}")
+
+
+def blob_tensor(blob, where: str = "a stored blob") -> torch.Tensor:
     """The values of a stored blob as a float tensor of the blob's shape (legacy num/channels/
-    height/width shapes are read too)."""
+    height/width shapes are read too). A shape that does not hold exactly the stored values
+    is a :class:`ShapeMismatchError` (Caffe refuses such a blob too)."""
     values = list(blob.double_data) or list(blob.data)
     if blob.HasField("shape"):
         shape = [int(d) for d in blob.shape.dim]
     else:
         shape = [blob.num, blob.channels, blob.height, blob.width]
-    return torch.tensor(values, dtype=torch.float32).reshape(shape) if values or shape else torch.zeros(0)
+    if not values and not shape:
+        return torch.zeros(0)
+    if any(d < 0 for d in shape):
+        raise ShapeMismatchError(f"{where}: a stored blob has the shape {shape}, with a negative dimension; fix its shape")
+    if math.prod(shape) != len(values):
+        raise ShapeMismatchError(
+            f"{where}: a stored blob of shape {shape} should hold {math.prod(shape):,} values, it holds "
+            f"{len(values):,}; fix its shape or its data"
+        )
+    return torch.tensor(values, dtype=torch.float32).reshape(shape)
 
 
 def load_blob(target: torch.Tensor, blob, where: str, what: str, transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> None:
     """Copy a stored blob into ``target`` (same number of values; Caffe's legacy 4-D shapes
     such as 1x1xOUTxIN for a weight matrix are accepted)."""
-    value = blob_tensor(blob)
-    if transform is not None:
-        value = transform(value)
-    if value.numel() != target.numel():
+    value = blob_tensor(blob, where)
+    if value.numel() != target.numel():  # checked before the transform, which keeps the count
         raise ShapeMismatchError(
             f"{where}: the stored {what} has {value.numel()} values {list(value.shape)}, the layer "
             f"needs {target.numel()} {list(target.shape)}; fix the layer's settings or the blob"
         )
+    if transform is not None:
+        value = transform(value)
     with torch.no_grad():
         target.copy_(value.reshape(target.shape))

@@ -152,6 +152,18 @@ def test_in_process_check_and_module_name(mixed_model, tmp_path):
         export_python(model, tmp_path, module_name="my-model")
 
 
+def test_model_exported_to_torchscript_first_still_writes(tmp_path):
+    """torch.jit.script marks the modules it compiles (``__overloads__``): not part of them."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 12, 12)
+    sm = automtl.compile(TinyNet(), ["a", "b"], example_input=x).eval()
+    model = sm.derive(automtl.Policy.all_skip(sm)).eval()
+    automtl.export_torchscript(model, tmp_path / "model.pt", example_input=x)
+    assert any("__overloads__" in vars(m) for m in model.modules())
+    path = export_python(model, tmp_path / "python", x)
+    assert "__overloads__" not in open(path).read()
+
+
 @pytest.mark.slow
 def test_mobilenet_v2_mixed_policy(tmp_path):
     """A real backbone; the written module is imported in this process (the fresh-interpreter

@@ -133,7 +133,8 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(tmp_path)
 
     def exploding(prediction, target):
         calls["n"] += 1
-        return F.cross_entropy(prediction, target) * (float("nan") if calls["n"] > 3 else 1.0)
+        # call 1 is the pre-flight check, calls 2-4 are steps 1-3
+        return F.cross_entropy(prediction, target) * (float("nan") if calls["n"] > 4 else 1.0)
 
     sm.tasks[1].loss = exploding
     train, val, _ = toy_data()

@@ -105,7 +105,9 @@ def test_resume_after_sigkill(unbroken, tmp_path):
     script = tmp_path / "killed.py"
     script.write_text(_KILLED.format(toy=os.path.dirname(os.path.abspath(__file__))))
     out = tmp_path / "run"
-    done = subprocess.run([sys.executable, str(script), str(out)], capture_output=True, text=True, timeout=300)
+    # as many threads as this process: float sums then match the in-process unbroken run
+    env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
+    done = subprocess.run([sys.executable, str(script), str(out)], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == -9, done.stderr
     assert os.path.exists(out / "checkpoints" / "policy_train.pt") and not os.path.exists(out / "results.json")
     _assert_same(unbroken, out, _run(out, resume=True))

@@ -81,7 +81,7 @@ def test_weight_and_policy_steps_read_disjoint_splits():
     _, val, _ = toy_data()
     cfg = merge(TINY, {"policy_train": {"steps": 12, "weight_steps": 2, "policy_steps": 1, "policy_fraction": 0.25}})
     search(sm, train, val, config=cfg, stages=["policy_train"])
-    seen = train.seen[1:]  # the first read is the dataset check before training
+    seen = train.seen[3:]  # the first read is the dataset check, the next two the pre-flight batch
     batches = [seen[i : i + 8] for i in range(0, len(seen), 8)]
     assert len(batches) == 12
     weight = {i for b, batch in enumerate(batches) if b % 3 < 2 for i in batch}

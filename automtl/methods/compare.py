@@ -1,0 +1,183 @@
+"""Compare sharing methods on the same data, backbone, budget of steps and seed.
+
+    result = compare(preset("scenes"), ["single", "multi", "automtl", "adashare", "roaming"], out="runs/cmp")
+    print(result.table.text())
+
+Every method runs the stages it has with the one config - the same pre-, policy- and
+post-train steps, optimisers and data order - on a SuperModel compiled afresh from the same
+model spec, so every method starts from the same initial weights. Each final model trains for
+``post_train.steps`` (methods that search spend their search stages on top; the time column
+shows what each one cost). The table has one row per method: parameters (and % against the
+single-task row), each task's metrics, Δtᵢ and Δt against the single-task row (or a stored
+baseline file, ``baselines.file``), and the wall time of the method's run.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import difflib
+import io
+import os
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+from automtl.errors import ConfigError
+from automtl.policy import Policy
+from automtl.search.build import Experiment, build_experiment, build_supermodel
+from automtl.search.config import SearchConfig, load_config
+from automtl.search.pipeline import SearchResult, search
+from automtl.search.report import Row, Table, results_table
+from automtl.search.run import RunDir
+from automtl.search.strategy import ALIASES, METHODS
+from automtl.search.trainer import Callback
+
+DEFAULT_METHODS = ("single", "multi", "automtl", "adashare", "roaming")
+
+#: ``automtl compare``'s steps on the built-in benchmarks, over their search presets
+#: (:mod:`automtl.search.presets`): about half, so that five methods finish in a few minutes
+#: on a 2-core CPU; τ decays as often per policy-train run as in the presets.
+COMPARE_BUDGETS = {
+    "scenes": {
+        "pretrain": {"steps": 80},
+        "policy_train": {"steps": 160, "tau_decay_every": 4},
+        "post_train": {"steps": 160},
+    },
+    "multi-mnist": {
+        "pretrain": {"steps": 150},
+        "policy_train": {"steps": 300, "tau_decay_every": 5},
+        "post_train": {"steps": 300},
+    },
+}
+LABELS = {
+    "single_task": "Single-Task",
+    "multi_task": "Multi-Task",
+    "automtl": "AutoMTL",
+    "adashare": "AdaShare",
+    "roaming": "Max-Roaming",
+}
+
+
+class TimedTable(Table):
+    """A results table with a last column of training times (``Row.seconds``)."""
+
+    def cells(self) -> Tuple[List[Tuple[str, int]], List[str], List[List[str]]]:
+        groups, header, body = super().cells()
+        groups = groups + [("", 1)]
+        header = header + ["Time (s)"]
+        body = [cells + ["-" if row.seconds is None else f"{row.seconds:.0f}"] for row, cells in zip(self.rows, body)]
+        return groups, header, body
+
+    def csv(self) -> str:
+        """One header row (metric names prefixed with their task), then one row per method."""
+        groups, header, body = self.cells()
+        named: List[str] = []
+        for label, span in groups:
+            named += [label] * span
+        flat = [f"{g} {h}".strip() if g and not h.startswith("Δt") else h for g, h in zip(named, header)]
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(flat)
+        writer.writerows(body)
+        return buffer.getvalue()
+
+
+@dataclasses.dataclass
+class ComparisonResult:
+    """Each method's :class:`~automtl.search.pipeline.SearchResult` (by canonical name), the
+    table, and the run directory (one sub-directory per method)."""
+
+    results: Dict[str, SearchResult]
+    table: TimedTable
+    run_dir: Optional[str]
+
+
+def resolve_methods(names: Union[str, Sequence[str]]) -> List[str]:
+    """Canonical method names (``single`` -> ``single_task``...), checked, in order."""
+    if isinstance(names, str):
+        names = [n for n in names.split(",")]
+    resolved: List[str] = []
+    for raw in names:
+        name = raw.strip()
+        if not name:
+            continue
+        canonical = ALIASES.get(name, name)
+        if canonical not in METHODS:
+            known = sorted(set(METHODS) | set(ALIASES))
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"unknown method '{name}'{hint}; the methods are: {', '.join(known)}")
+        if canonical in resolved:
+            raise ConfigError(f"method '{name}' is listed twice")
+        resolved.append(canonical)
+    if not resolved:
+        raise ConfigError("no methods to compare: give e.g. --methods single,multi,automtl")
+    return resolved
+
+
+def compare(
+    config: Union[None, str, os.PathLike, Dict[str, Any], SearchConfig] = None,
+    methods: Union[str, Sequence[str]] = DEFAULT_METHODS,
+    *,
+    out: Optional[Union[str, os.PathLike]] = None,
+    weighting: Optional[str] = None,
+    progress: bool = True,
+    callbacks: Sequence[Callback] = (),
+    overrides: Sequence[str] = (),
+    experiment: Optional[Experiment] = None,
+) -> ComparisonResult:
+    """Run every method of ``methods`` with ``config`` (a benchmark config: the data and the
+    model come from it) and the loss ``weighting`` (default: the config's), in
+    ``out/<method>``, and build the comparison table (written to ``out`` as ``table.txt``,
+    ``table.md``, ``table.csv`` and ``table.json``)."""
+    cfg = load_config(config, overrides)
+    if weighting is not None:
+        cfg = cfg.replace(weighting=weighting)
+    names = resolve_methods(methods)
+    if experiment is None:
+        experiment = build_experiment(cfg)
+    run = RunDir(out) if out is not None else None
+    if run is not None:
+        taken = [n for n in names if os.path.exists(run.file(n))]
+        if taken:
+            raise ConfigError(f"{run.path} already holds runs of {', '.join(taken)}; choose another --out")
+    results: Dict[str, SearchResult] = {}
+    for name in names:
+        sm, _ = build_supermodel(experiment.spec)  # the same initial weights for every method
+        results[name] = search(
+            sm, experiment.train, experiment.val, experiment.test,
+            config=cfg.replace(method=name), out=run.file(name) if run is not None else None,
+            progress=progress, callbacks=callbacks, spec=experiment.spec, label=name,
+        )
+    table = comparison_of(results, cfg, experiment)
+    if run is not None:
+        os.makedirs(run.path, exist_ok=True)
+        run.write_text("table.txt", table.text() + "\n")
+        run.write_text("table.md", table.markdown())
+        run.write_text("table.csv", table.csv())
+        run.write_json("table.json", table.to_dict())
+    return ComparisonResult(results, table, run.path if run is not None else None)
+
+
+def comparison_of(results: Dict[str, SearchResult], cfg: SearchConfig, experiment: Experiment) -> TimedTable:
+    """The table of finished runs: Δt against the single-task run when there is one, else the
+    config's baseline file, else none."""
+    from automtl.tasks import higher_is_better_of, load_baseline
+
+    sm = experiment.supermodel
+    single = results.get("single_task")
+    if single is not None and single.metrics is not None:
+        baseline = single.metrics
+    elif cfg.baselines.file:
+        baseline = load_baseline(cfg.baselines.file)
+    else:
+        baseline = {}
+    stl_parameters = sm.derive(Policy.all_own(sm)).num_parameters()
+    rows = [Row(LABELS.get(name, name), r.parameters, r.metrics, r.seconds) for name, r in results.items()]
+    split = "test" if any(r.test is not None for r in results.values()) else "val"
+    title = f"{cfg.data.benchmark or 'comparison'} ({split} split), seed {cfg.seed}, weighting {cfg.weighting}"
+    table = results_table(rows, baseline, higher_is_better_of(sm.tasks), stl_parameters, title)
+    notes = list(table.notes)
+    if not baseline:
+        notes.append("no single-task row or baseline file: Δt is not computed")
+    return TimedTable(table.rows, table.tasks, table.metric_names, table.higher_is_better, table.baseline_parameters,
+                      table.relative, table.title, notes)

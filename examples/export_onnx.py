@@ -1,0 +1,69 @@
+"""Export a fixed multi-task model to ONNX, TorchScript and readable Python, and check each.
+
+    python examples/export_onnx.py [--run RUN_DIR] [--out exported]
+
+With ``--run`` the model is the one a search run found (``automtl search --out RUN_DIR``).
+Without it, the shipped ResNet-18 prototxt is compiled for three tasks and a policy is drawn at
+random, so the exported model holds shared, task-specific and skipped operators. Each export is
+checked against PyTorch on the way out (onnxruntime for ONNX); the script then reloads each
+file the way a user of it would and prints the largest difference from the PyTorch model.
+"""
+
+import argparse
+import importlib.util
+import os
+
+import torch
+
+import automtl
+from automtl import Policy
+from automtl.export.onnx import run_onnx
+
+
+def _model(run_dir):
+    if run_dir:
+        model, meta = automtl.load_run(run_dir)
+        shape = (meta.get("spec") or {}).get("input_shape")
+        return model, tuple(shape) if shape else None
+    sm = automtl.compile("resnet18.prototxt", ["seg", "depth", "normal"], example_input=torch.randn(2, 3, 64, 64))
+    return sm.derive(Policy.sample(sm, seed=0)).eval(), (3, 64, 64)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", help="a finished search run directory")
+    parser.add_argument("--out", default="exported", help="folder for model.onnx, model.pt and python/")
+    parser.add_argument("--size", type=int, nargs=3, metavar=("C", "H", "W"), help="input shape when the run does not record it")
+    args = parser.parse_args()
+
+    model, shape = _model(args.run)
+    shape = tuple(args.size) if args.size else shape
+    if shape is None:
+        parser.error("this run does not record its input shape; give --size C H W")
+    x = torch.randn(2, *shape)
+    print(f"{type(model).__name__}: tasks {', '.join(model.task_names)}; {model.num_parameters():,} parameters")
+    with torch.no_grad():
+        expected = model(x)
+
+    def report(name, got):
+        error = max(float((got[t] - expected[t]).abs().max()) for t in expected)
+        print(f"{name:12s} max |output - PyTorch| = {error:.2e}")
+
+    onnx_path = automtl.export_onnx(model, os.path.join(args.out, "model.onnx"), x)
+    report("ONNX", run_onnx(onnx_path, x))
+
+    script_path = automtl.export_torchscript(model, os.path.join(args.out, "model.pt"), example_input=x)
+    with torch.no_grad():
+        report("TorchScript", torch.jit.load(script_path)(x))
+
+    source_path = automtl.export_python(model, os.path.join(args.out, "python"), x)
+    spec = importlib.util.spec_from_file_location("exported_model", source_path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # the file this script just wrote: plain torch code
+    with torch.no_grad():
+        report("Python", module.load()(x))
+    print(f"written: {onnx_path}, {script_path}, {source_path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""The pieces of ``fuzz/run.py`` that do not need atheris: the seed corpus is a copy (the real
+files are never touched), the libFuzzer dictionary is well formed, time is split among the
+targets, and the number of inputs run is read from libFuzzer's log."""
+
+import hashlib
+import os
+import stat
+
+from run import _runs, copy_seeds, default_seeds, split_time, write_dictionary
+
+
+def _digest(path):
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def test_the_seed_corpus_is_a_writable_copy(tmp_path):
+    seeds = default_seeds()
+    originals = {n: (_digest(os.path.join(seeds, n)), os.stat(os.path.join(seeds, n)).st_mode)
+                 for n in os.listdir(seeds) if n.endswith(".prototxt")}
+    corpus = tmp_path / "corpus"
+    assert copy_seeds(seeds, str(corpus)) == len(originals) >= 10
+    for name, (digest, mode) in originals.items():
+        copy = corpus / name
+        assert _digest(copy) == digest
+        assert os.stat(copy).st_mode & stat.S_IWUSR  # ours to mutate ...
+        copy.write_text("mutated")
+        assert (_digest(os.path.join(seeds, name)), os.stat(os.path.join(seeds, name)).st_mode) == (digest, mode)  # ... not theirs
+
+
+def test_the_dictionary_holds_the_schema_words(tmp_path):
+    path = tmp_path / "prototxt.dict"
+    write_dictionary(str(path))
+    lines = path.read_text().splitlines()
+    assert all(line.startswith('"') and line.endswith('"') for line in lines)
+    for word in ('"num_output:"', '"convolution_param {"', '"type: \\"Convolution\\""', '"WITHIN_CHANNEL"', '"4294967295"'):
+        assert word in lines
+
+
+def test_time_is_split_by_weight():
+    assert split_time(60, ["prototxt", "prototxt_gen", "cnn"]) == {"prototxt": 30, "prototxt_gen": 15, "cnn": 15}
+    assert split_time(60, ["cnn"]) == {"cnn": 60}
+    assert split_time(4, ["prototxt", "cnn"]) == {"prototxt": 5, "cnn": 5}  # at least 5 s each
+
+
+def test_inputs_run_are_read_from_the_log():
+    log = "#1024\tpulse  cov: 80 ft: 90 corp: 5/1Kb exec/s: 50\n#1500\tDONE   cov: 80\nDone 1500 runs in 30 second(s)\n"
+    assert _runs(log) == 1500
+    assert _runs(log + "stat::number_of_executed_units: 1501\n") == 1501
+    assert _runs("#77\tNEW    cov: 1\n") == 77  # killed before the summary
+    assert _runs("") == 0
