@@ -64,6 +64,7 @@ setup(
             "hypothesis>=6.0",
             "mlxtend>=0.23",
             "torchjd[quadprog-projector]>=0.18",  # the torchjd weighting tests (two small wheels besides it)
+            "atheris>=2.3",  # tests/hostile/test_fuzz_runner.py runs fuzz/run.py for a few seconds (a prebuilt wheel)
         ],
     },
     entry_points={"console_scripts": ["automtl=automtl.cli:main"]},

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from automtl.compiler.ir import FOLLOW, OPTIONS, PER_TASK, PLAIN, SEARCHABLE, IRGraph, IRNode, Ref, map_refs
+from automtl.compiler.ir import FOLLOW, OPTIONS, PER_TASK, PLAIN, SEARCHABLE, IRGraph, IRNode, map_refs
 from automtl.compiler.fx_frontend import fetch_attr
 from automtl.compiler.skip import build_skip
 from automtl.errors import CompileError, ConfigError, PolicyError

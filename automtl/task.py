@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import keyword
 import re
-from typing import Any, Callable, Dict, Iterable, List, Optional, Protocol, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Protocol, Union
 
 import torch
 

@@ -19,7 +19,7 @@ import torch
 import torch.fx
 from torch import nn
 
-from automtl.compiler.ir import PER_TASK, PLAIN, SEARCHABLE, IRNode, Ref, map_refs
+from automtl.compiler.ir import PER_TASK, PLAIN, SEARCHABLE, IRNode, map_refs
 from automtl.policy import Policy
 
 if TYPE_CHECKING:  # pragma: no cover

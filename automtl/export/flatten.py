@@ -11,7 +11,7 @@ keeping what they do as functions and parameters. A module whose forward torch.f
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import List, Tuple
 
 import torch
 import torch.fx

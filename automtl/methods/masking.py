@@ -11,14 +11,14 @@ can be changed between steps with :meth:`ChannelMaskedModel.set_masks`.
 
 from __future__ import annotations
 
-import copy
 import operator
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Sequence, Set, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Sequence, Tuple
 
 import torch
 import torch.fx
 from torch import nn
 
+from automtl.compiler.fx_frontend import ancestors
 from automtl.compiler.ir import SEARCHABLE
 from automtl.errors import ConfigError
 from automtl.export.derive import MultiTaskModel
@@ -77,17 +77,6 @@ def maskable_layers(sm: "SuperModel") -> Dict[str, int]:
     return layers
 
 
-def _needed(output: torch.fx.Node) -> Set[torch.fx.Node]:
-    seen: Set[torch.fx.Node] = set()
-    stack = [output]
-    while stack:
-        node = stack.pop()
-        if node in seen:
-            continue
-        seen.add(node)
-        stack.extend(node.all_input_nodes)
-    return seen
-
 
 def _fetch(root: Any, path: str) -> Any:
     for part in path.split("."):
@@ -116,7 +105,7 @@ def mask_channels(model: MultiTaskModel, layers: Sequence[str]) -> ChannelMasked
     x = new.placeholder(source_input.name)
     results: Dict[str, Any] = {}
     for task in model.task_names:
-        wanted = _needed(outputs[task]) if isinstance(outputs[task], torch.fx.Node) else set()
+        wanted = ancestors(outputs[task]) if isinstance(outputs[task], torch.fx.Node) else set()
         env: Dict[torch.fx.Node, Any] = {source_input: x}
         for node in graph.nodes:
             if node not in wanted or node.op in ("placeholder", "output"):

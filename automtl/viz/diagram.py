@@ -26,6 +26,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 from torch import nn
 
+from automtl.compiler.fx_frontend import ancestors
 from automtl.compiler.ir import OPTIONS, SHARED, SKIP
 from automtl.policy import Policy
 from automtl.viz._figure import OPTION_COLOURS, label_size, new_figure, text_width
@@ -83,7 +84,7 @@ def _shared_calls(policy: Policy, sm: "SuperModel", model: "MultiTaskModel") -> 
     """Per node, the tasks choosing *shared* grouped by the graph node that computes their
     value: the calls of ``shared.<operator>`` among the ancestors of each task's output."""
     output = next(n for n in model.graph.nodes if n.op == "output")
-    ancestors = {task: _ancestors(value) for task, value in output.args[0].items()}
+    upstream = {task: ancestors(value) for task, value in output.args[0].items()}
     by_target: Dict[str, List[torch.fx.Node]] = {}
     for fx_node in model.graph.nodes:
         if fx_node.op in ("call_module", "get_attr"):
@@ -96,22 +97,11 @@ def _shared_calls(policy: Policy, sm: "SuperModel", model: "MultiTaskModel") -> 
             if policy.choice(task, node) != SHARED:
                 continue
             # an operator the backbone calls more than once has several calls on one path
-            key = frozenset(c for c in candidates if c in ancestors[task]) or frozenset([task])
+            key = frozenset(c for c in candidates if c in upstream[task]) or frozenset([task])
             groups.setdefault(key, []).append(task)
         calls[node] = [tuple(g) for g in groups.values()]
     return calls
 
-
-def _ancestors(node: torch.fx.Node) -> Set[torch.fx.Node]:
-    seen: Set[torch.fx.Node] = set()
-    stack = [node]
-    while stack:
-        current = stack.pop()
-        if current in seen:
-            continue
-        seen.add(current)
-        stack.extend(current.all_input_nodes)
-    return seen
 
 
 def _count(n: int) -> str:

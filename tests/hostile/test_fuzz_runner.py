@@ -1,10 +1,15 @@
-"""The pieces of ``fuzz/run.py`` that do not need atheris: the seed corpus is a copy (the real
-files are never touched), the libFuzzer dictionary is well formed, time is split among the
-targets, and the number of inputs run is read from libFuzzer's log."""
+"""``fuzz/run.py``: the seed corpus is a copy (the real files are never touched), the
+libFuzzer dictionary is well formed, time is split among the targets, the number of inputs run
+is read from libFuzzer's log - and a short real run of the atheris targets finds nothing."""
 
 import hashlib
+import json
 import os
 import stat
+import subprocess
+import sys
+
+import pytest
 
 from run import _runs, copy_seeds, default_seeds, split_time, write_dictionary
 
@@ -48,3 +53,22 @@ def test_inputs_run_are_read_from_the_log():
     assert _runs(log + "stat::number_of_executed_units: 1501\n") == 1501
     assert _runs("#77\tNEW    cov: 1\n") == 77  # killed before the summary
     assert _runs("") == 0
+
+
+RUN = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "fuzz", "run.py")
+
+
+@pytest.mark.slow
+def test_a_short_atheris_run_of_every_target_finds_nothing(tmp_path):
+    done = subprocess.run([sys.executable, RUN, "--seconds", "15", "--workdir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = {r["target"]: r for r in json.loads((tmp_path / "summary.json").read_text())}
+    assert sorted(summary) == ["cnn", "prototxt", "prototxt_gen"]
+    for target, result in summary.items():
+        assert result["inputs"] > 0 and result["findings"] == [], (target, open(result["log"]).read()[-2000:])
+    assert summary["prototxt"]["seeds"] >= 10  # seeded from the real files
+    seed = sorted((tmp_path / "prototxt" / "corpus").iterdir())[0]
+    replay = subprocess.run([sys.executable, RUN, "--targets", "prototxt", "--reproduce", str(seed)],
+                            capture_output=True, text=True, timeout=300)
+    assert replay.returncode == 0, replay.stderr
