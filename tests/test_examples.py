@@ -17,9 +17,9 @@ def _run(script, *args, cwd):
     return done.stdout
 
 
-def _errors(stdout):
-    """{export kind: max |output - PyTorch|} from export_onnx.py's report."""
-    return {m.group(1): float(m.group(2)) for m in re.finditer(r"^(\w+)\s+max \|output - PyTorch\| = (\S+)$", stdout, re.M)}
+def _onnx_error(stdout):
+    """max |onnxruntime - PyTorch| from export_onnx.py's report."""
+    return float(re.search(r"^ONNX \(onnxruntime\) max \|output - PyTorch\| = (\S+)$", stdout, re.M).group(1))
 
 
 def test_compile_torchvision_reproduces_the_backbone(tmp_path):
@@ -34,13 +34,12 @@ def test_search_then_export_the_model_it_found(tmp_path):
     assert re.search(r"^policy found: Policy\(4 tasks x \d+ nodes", stdout, re.M)
     assert re.search(r"^reloaded model: [\d,]+ parameters; outputs seg \(4, 6, 32, 32\), depth \(4, 1, 32, 32\)", stdout, re.M)
     stdout = _run("export_onnx.py", "--run", "runs/example", "--out", "exported", cwd=tmp_path)
-    errors = _errors(stdout)
-    assert set(errors) == {"ONNX", "TorchScript", "Python"} and max(errors.values()) < 1e-4
+    assert _onnx_error(stdout) < 1e-4
+    assert "TorchScript and Python: checked against PyTorch by the exporters" in stdout
     for name in ("model.onnx", "model.pt", os.path.join("python", "model.py"), os.path.join("python", "weights.pt")):
         assert os.path.isfile(tmp_path / "exported" / name), name
 
 
 @pytest.mark.slow
 def test_export_a_sampled_policy_of_the_shipped_resnet18(tmp_path):
-    errors = _errors(_run("export_onnx.py", "--out", "exported", cwd=tmp_path))
-    assert set(errors) == {"ONNX", "TorchScript", "Python"} and max(errors.values()) < 1e-3
+    assert _onnx_error(_run("export_onnx.py", "--out", "exported", cwd=tmp_path)) < 1e-3
