@@ -14,6 +14,11 @@ For each backbone and number of tasks T it times, side by side in one run, one t
 * the SuperModel on the reference path (``sm.set_execution("reference")``, every task on its
   own), on the same SuperModel, steps interleaved so that load from other processes hits both.
 
+On the CPU every case runs twice (``--allocator both``): with glibc's default malloc, which maps
+every block above 32 MiB afresh (so each large tensor faults in its pages), then after
+:func:`automtl.fastpath.keep_freed_memory`, which keeps freed memory for reuse - the fast path's
+T-times larger tensors cross that threshold first.
+
 Times are medians over ``--repeats`` steps after one untimed step. Peak memory is the largest
 growth of memory over one step: on CUDA, ``torch.cuda.max_memory_allocated`` minus what was
 allocated before the step; on the CPU, the peak resident set size of the process (``VmHWM``,
@@ -39,6 +44,8 @@ import torch
 from tqdm import tqdm
 
 import automtl
+from automtl import Policy
+from automtl.fastpath import keep_freed_memory
 
 
 # -- memory -------------------------------------------------------------------------------
@@ -163,6 +170,7 @@ def measure(name: str, tasks: int, args, device: torch.device, bar: tqdm) -> Dic
     backbone, source = BACKBONES[name]()
     example = torch.randn(2, 3, args.size, args.size)
     sm = automtl.compile(source, [f"task{i}" for i in range(tasks)], example_input=example)
+    skip_share = _skip_share(sm, (3, args.size, args.size))
     sm = sm.to(device).train().set_mode(args.mode, tau=1.0)
     backbone = backbone.to(device).train()
     x = torch.randn(args.batch, 3, args.size, args.size, device=device)
@@ -193,7 +201,19 @@ def measure(name: str, tasks: int, args, device: torch.device, bar: tqdm) -> Dic
     stacking = _weight_stacking_seconds(sm, 3) if device.type == "cpu" else None
     sm.set_execution("auto")
     fallback = sm.execution_report().fallback
-    return {"times": result, "fastest": fastest, "memory": memory, "stacking": stacking, "fallback": fallback}
+    return {"times": result, "fastest": fastest, "memory": memory, "stacking": stacking, "fallback": fallback,
+            "skip_share": skip_share}
+
+
+def _skip_share(sm, input_shape: Tuple[int, ...]) -> float:
+    """MACs of one task's skips (the all-skip model) over MACs of the backbone (all-shared):
+    in warmup/gumbel mode every task also runs every skip, and a skip that projects to new
+    channels (a 1x1 convolution) costs as much as a 1x1 operator - MobileNetV2's are most of
+    its arithmetic - so the floor with skips is T * (2 + share) plain steps."""
+    task = sm.task_names[0]
+    backbone = automtl.model_cost(sm.derive(Policy.all_shared(sm)), input_shape).tasks[task].macs
+    skips = automtl.model_cost(sm.derive(Policy.all_skip(sm)), input_shape).tasks[task].macs
+    return skips / backbone
 
 
 def _fmt_mib(value: Optional[float]) -> str:
@@ -210,6 +230,9 @@ def main() -> None:
     parser.add_argument("--mode", default="warmup", choices=("warmup", "gumbel"))
     parser.add_argument("--repeats", type=int, default=3, help="timed steps per path (median reported)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
+    parser.add_argument("--allocator", default="both", choices=("default", "kept", "both"),
+                        help="CPU: glibc's default malloc, keep_freed_memory(), or both one after "
+                        "the other (default)")
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -218,27 +241,40 @@ def main() -> None:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 
-    load_before = os.getloadavg()
+    allocators = ["default"] if device.type != "cpu" else (["default", "kept"] if args.allocator == "both" else [args.allocator])
     cases = [(b, t) for b in args.backbones for t in args.tasks]
-    rows: List[Tuple[str, int, Dict[str, object]]] = []
-    with tqdm(total=len(cases) * 3 * (args.repeats + 2), desc="steps", unit="step") as bar:
-        for name, tasks in cases:
-            rows.append((name, tasks, measure(name, tasks, args, device, bar)))
+    with tqdm(total=len(allocators) * len(cases) * 3 * (args.repeats + 2), desc="steps", unit="step") as bar:
+        for allocator in allocators:  # "kept" cannot be undone within the process: it runs last
+            load_before = os.getloadavg()
+            if allocator == "kept" and not keep_freed_memory():
+                print("keep_freed_memory: this C library has no mallopt; the allocator is unchanged")
+            rows = [(name, tasks, measure(name, tasks, args, device, bar)) for name, tasks in cases]
+            bar.clear()
+            _print_table(rows, args, device, allocator, load_before)
+            bar.refresh()
 
+
+def _print_table(rows: List[Tuple[str, int, Dict[str, object]]], args, device: torch.device, allocator: str, load_before) -> None:
     where = f"{device.type}" + (f" ({torch.get_num_threads()} threads)" if device.type == "cpu" else f" ({torch.cuda.get_device_name(device)})")
+    memory = {"default": "glibc's default malloc (large blocks mmap'd afresh)",
+              "kept": "keep_freed_memory() (freed memory kept for reuse)"}[allocator]
     print(f"\nSuperModel training step, {args.mode} mode, batch {args.batch} at {args.size}x{args.size}, {where}")
+    if device.type == "cpu":
+        print(f"allocator: {memory}")
     load = os.getloadavg()
     print(
         f"load average (1 min) {load_before[0]:.1f} before, {load[0]:.1f} after, on {os.cpu_count()} CPUs"
         " - other processes compete for the cores when it exceeds the threads used"
     )
     print(
-        f"times: median of {args.repeats} steps (s); floor = 2*T plain steps; ratios also from the fastest "
-        "step of each (less disturbed by other processes); memory: peak growth over a step (MiB)"
+        f"times: median of {args.repeats} steps (s); floor = 2*T plain steps; +skips = T*(2 + s) plain steps, s the "
+        "skips' MACs over the backbone's; ratios also from the fastest step of each (less disturbed by other "
+        "processes); memory: peak growth over a step (MiB)"
     )
     header = (
         f"{'backbone':18s} {'T':>2s} {'plain':>7s} {'floor':>7s} {'fast':>7s} {'ref':>7s} {'fast/floor':>10s} "
-        f"{'ref/fast':>8s} {'min: fast/floor':>15s} {'ref/fast':>8s} {'mem plain':>9s} {'mem fast':>9s} {'mem ref':>9s}"
+        f"{'ref/fast':>8s} {'min: fast/floor':>15s} {'ref/fast':>8s} {'s':>5s} {'fast/+skips':>11s} "
+        f"{'mem plain':>9s} {'mem fast':>9s} {'mem ref':>9s}"
     )
     print(header)
     print("-" * len(header))
@@ -249,6 +285,7 @@ def main() -> None:
             f"{name:18s} {tasks:2d} {t['plain']:7.3f} {floor:7.3f} {t['fast']:7.3f} {t['reference']:7.3f} "
             f"{t['fast'] / floor:10.2f} {t['reference'] / t['fast']:8.2f} "
             f"{f['fast'] / (2 * tasks * f['plain']):15.2f} {f['reference'] / f['fast']:8.2f} "
+            f"{r['skip_share']:5.2f} {t['fast'] / (tasks * (2 + r['skip_share']) * t['plain']):11.2f} "
             f"{_fmt_mib(m['plain']):>9s} {_fmt_mib(m['fast']):>9s} {_fmt_mib(m['reference']):>9s}"
         )
     from automtl.fastpath import path_for
