@@ -1,48 +1,17 @@
-"""A tiny residual network and a two-task problem for the method tests: 1x8x8 noise images;
-task ``a`` tells whether the left half is brighter than the right, task ``b`` the top half."""
+"""A tiny residual network for the method tests, on the search tests' two-task problem
+(``search_toy.ToyData``: 1x8x8 noise images; task ``a`` tells whether the left half is brighter
+than the right, task ``b`` the top half)."""
 
 from __future__ import annotations
-
-from typing import Dict, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import Dataset
 
 import automtl
 from automtl import Task
 
-
-class Pairs(Dataset):
-    def __init__(self, count: int, seed: int):
-        generator = torch.Generator().manual_seed(seed)
-        self.images = torch.randn(count, 1, 8, 8, generator=generator)
-        self.a = (self.images[:, 0, :, :4].mean((1, 2)) > self.images[:, 0, :, 4:].mean((1, 2))).long()
-        self.b = (self.images[:, 0, :4, :].mean((1, 2)) > self.images[:, 0, 4:, :].mean((1, 2))).long()
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
-        return self.images[i], {"a": self.a[i], "b": self.b[i]}
-
-
-class Accuracy:
-    higher_is_better = {"acc": True}
-
-    def __init__(self) -> None:
-        self.right = self.total = 0
-
-    def reset(self) -> None:
-        self.right = self.total = 0
-
-    def update(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
-        self.right += int((prediction.argmax(1) == target).sum())
-        self.total += int(target.numel())
-
-    def compute(self) -> Dict[str, float]:
-        return {"acc": 100.0 * self.right / max(self.total, 1)}
+from search_toy import Accuracy, ToyData
 
 
 class ResToy(nn.Module):
@@ -83,7 +52,7 @@ def res_supermodel(seed: int = 0) -> automtl.SuperModel:
 
 
 def toy_data():
-    return Pairs(64, 1), Pairs(32, 2), Pairs(32, 3)
+    return ToyData(64, 1), ToyData(32, 2), ToyData(32, 3)
 
 
 TINY = {
