@@ -9,6 +9,7 @@ import textwrap
 
 import pytest
 
+from automtl.errors import ConfigError
 from automtl.fastpath import keep_freed_memory
 
 _PROBE = textwrap.dedent(
@@ -43,7 +44,7 @@ def test_freed_memory_is_kept_and_reused():
 
 
 def test_pad_must_be_a_byte_count():
-    with pytest.raises(ValueError, match=r"pad_bytes must be an int in \[0, 2\*\*31\), got -1"):
+    with pytest.raises(ConfigError, match=r"^keep_freed_memory: pad_bytes must be an int in \[0, 2\*\*31\) bytes, got -1$"):
         keep_freed_memory(-1)
-    with pytest.raises(ValueError, match="got True"):
+    with pytest.raises(ConfigError, match="got True"):
         keep_freed_memory(True)

@@ -17,6 +17,8 @@ import ctypes
 import ctypes.util
 from typing import Optional
 
+from automtl.errors import ConfigError
+
 # mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD = -1
 _M_TOP_PAD = -2
@@ -38,7 +40,7 @@ def keep_freed_memory(pad_bytes: int = 1 << 30) -> bool:
     time it grows. The process's resident memory then stays near its peak. Returns False where
     the C library has no ``mallopt`` (not glibc), changing nothing."""
     if isinstance(pad_bytes, bool) or not isinstance(pad_bytes, int) or not 0 <= pad_bytes < 2**31:
-        raise ValueError(f"pad_bytes must be an int in [0, 2**31), got {pad_bytes!r}")
+        raise ConfigError(f"keep_freed_memory: pad_bytes must be an int in [0, 2**31) bytes, got {pad_bytes!r}")
     libc = _libc()
     if libc is None:
         return False
