@@ -273,7 +273,7 @@ class SuperModel(nn.Module):
         """``"fast"``: the task-batched fast path (:mod:`automtl.fastpath`; a node it does not
         cover runs the reference way, see :meth:`execution_report`); ``"reference"``:
         :meth:`run_backbone`, every task on its own; ``"auto"`` (default): fast on accelerators,
-        reference on the CPU, where it is as fast or faster (``bench/supermodel_step.py``)."""
+        reference on the CPU, where the fast path only draws level (``bench/supermodel_step.py``)."""
         from automtl.fastpath import EXECUTIONS, forget_plan
 
         if execution not in EXECUTIONS:

@@ -17,7 +17,10 @@ For each backbone and number of tasks T it times, side by side in one run, one t
 On the CPU every case runs twice (``--allocator both``): with glibc's default malloc, which maps
 every block above 32 MiB afresh (so each large tensor faults in its pages), then after
 :func:`automtl.fastpath.keep_freed_memory`, which keeps freed memory for reuse - the fast path's
-T-times larger tensors cross that threshold first.
+T-times larger tensors cross that threshold first. With the default malloc the fast path runs a
+node per task where its stacked tensors would exceed :func:`automtl.fastpath.cpu_stack_limit`
+(``--stack-limit``); keeping freed memory lifts the limit. The table says how many nodes ran
+per task.
 
 Times are medians over ``--repeats`` steps after one untimed step. Peak memory is the largest
 growth of memory over one step: on CUDA, ``torch.cuda.max_memory_allocated`` minus what was
@@ -45,7 +48,8 @@ from tqdm import tqdm
 
 import automtl
 from automtl import Policy
-from automtl.fastpath import keep_freed_memory
+from automtl.fastpath import DEFAULT_CPU_STACK_LIMIT, cpu_stack_limit, keep_freed_memory, set_cpu_stack_limit
+from automtl.fastpath.cpu_memory import format_bytes
 
 
 # -- memory -------------------------------------------------------------------------------
@@ -189,6 +193,8 @@ def measure(name: str, tasks: int, args, device: torch.device, bar: tqdm) -> Dic
         with PeakMemory(device) as peak:
             step()
         memory[key] = peak.mib
+        if key == "fast":  # the plan and this step's per-task nodes (set_execution forgets them)
+            report = sm.execution_report()
         bar.update(2)
     for _ in range(args.repeats):
         for key, step in steps.items():
@@ -198,10 +204,16 @@ def measure(name: str, tasks: int, args, device: torch.device, bar: tqdm) -> Dic
             bar.update(1)
     result = {k: statistics.median(v) for k, v in times.items()}
     fastest = {k: min(v) for k, v in times.items()}
+    # the paths' steps alternate: the ratio within each round cancels slow drifts of the machine
+    paired = statistics.median(r / f for r, f in zip(times["reference"], times["fast"]))
     stacking = _weight_stacking_seconds(sm, 3) if device.type == "cpu" else None
-    sm.set_execution("auto")
-    fallback = sm.execution_report().fallback
-    return {"times": result, "fastest": fastest, "memory": memory, "stacking": stacking, "fallback": fallback,
+    fallback = {"nodes": len(report.fast) + len(report.fallback), "by size": 0, "other": {}}
+    for node, why in report.fallback.items():
+        if "stack limit" in why:
+            fallback["by size"] += 1
+        else:
+            fallback["other"][node] = why
+    return {"times": result, "fastest": fastest, "paired": paired, "memory": memory, "stacking": stacking, "fallback": fallback,
             "skip_share": skip_share}
 
 
@@ -233,7 +245,12 @@ def main() -> None:
     parser.add_argument("--allocator", default="both", choices=("default", "kept", "both"),
                         help="CPU: glibc's default malloc, keep_freed_memory(), or both one after "
                         "the other (default)")
+    parser.add_argument("--stack-limit", type=float, default=DEFAULT_CPU_STACK_LIMIT / 2**20, metavar="MIB",
+                        help="CPU, default malloc: the fast path runs a node per task above this size of "
+                        f"stacked tensors (default {DEFAULT_CPU_STACK_LIMIT // 2**20} MiB; 0 = every node per task, "
+                        "-1 = no limit)")
     args = parser.parse_args()
+    set_cpu_stack_limit(None if args.stack_limit < 0 else int(args.stack_limit * 2**20))
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda given but no CUDA device is available")
@@ -260,21 +277,23 @@ def _print_table(rows: List[Tuple[str, int, Dict[str, object]]], args, device: t
               "kept": "keep_freed_memory() (freed memory kept for reuse)"}[allocator]
     print(f"\nSuperModel training step, {args.mode} mode, batch {args.batch} at {args.size}x{args.size}, {where}")
     if device.type == "cpu":
-        print(f"allocator: {memory}")
+        limit = cpu_stack_limit()
+        print(f"allocator: {memory}; fast path's stack limit: {'none' if limit is None else format_bytes(limit)}")
     load = os.getloadavg()
     print(
         f"load average (1 min) {load_before[0]:.1f} before, {load[0]:.1f} after, on {os.cpu_count()} CPUs"
         " - other processes compete for the cores when it exceeds the threads used"
     )
     print(
-        f"times: median of {args.repeats} steps (s); floor = 2*T plain steps; +skips = T*(2 + s) plain steps, s the "
+        f"times: median of {args.repeats} steps (s); ref/fast: median of the ratios of steps taken in turn; floor = 2*T plain steps; +skips = T*(2 + s) plain steps, s the "
         "skips' MACs over the backbone's; ratios also from the fastest step of each (less disturbed by other "
-        "processes); memory: peak growth over a step (MiB)"
+        "processes); memory: peak growth over a step (MiB); per task: nodes the fast path ran per task for "
+        "the stack limit / all nodes"
     )
     header = (
         f"{'backbone':18s} {'T':>2s} {'plain':>7s} {'floor':>7s} {'fast':>7s} {'ref':>7s} {'fast/floor':>10s} "
         f"{'ref/fast':>8s} {'min: fast/floor':>15s} {'ref/fast':>8s} {'s':>5s} {'fast/+skips':>11s} "
-        f"{'mem plain':>9s} {'mem fast':>9s} {'mem ref':>9s}"
+        f"{'mem plain':>9s} {'mem fast':>9s} {'mem ref':>9s} {'per task':>9s}"
     )
     print(header)
     print("-" * len(header))
@@ -283,10 +302,11 @@ def _print_table(rows: List[Tuple[str, int, Dict[str, object]]], args, device: t
         floor = 2 * tasks * t["plain"]
         print(
             f"{name:18s} {tasks:2d} {t['plain']:7.3f} {floor:7.3f} {t['fast']:7.3f} {t['reference']:7.3f} "
-            f"{t['fast'] / floor:10.2f} {t['reference'] / t['fast']:8.2f} "
+            f"{t['fast'] / floor:10.2f} {r['paired']:8.2f} "
             f"{f['fast'] / (2 * tasks * f['plain']):15.2f} {f['reference'] / f['fast']:8.2f} "
             f"{r['skip_share']:5.2f} {t['fast'] / (tasks * (2 + r['skip_share']) * t['plain']):11.2f} "
-            f"{_fmt_mib(m['plain']):>9s} {_fmt_mib(m['fast']):>9s} {_fmt_mib(m['reference']):>9s}"
+            f"{_fmt_mib(m['plain']):>9s} {_fmt_mib(m['fast']):>9s} {_fmt_mib(m['reference']):>9s} "
+            f"{r['fallback']['by size']:>4d}/{r['fallback']['nodes']:<4d}"  # type: ignore[index]
         )
     from automtl.fastpath import path_for
 
@@ -295,8 +315,8 @@ def _print_table(rows: List[Tuple[str, int, Dict[str, object]]], args, device: t
         if r["stacking"] is not None:
             share = r["stacking"] / r["times"]["fast"]  # type: ignore[index, operator]
             print(f"{name} T={tasks}: concatenating the copies' parameters takes {r['stacking'] * 1e3:.1f} ms per forward ({share:.1%} of the fast step)")
-        if r["fallback"]:
-            print(f"{name} T={tasks}: nodes on the reference path: {', '.join(r['fallback'])}")  # type: ignore[arg-type]
+        if r["fallback"]["other"]:  # type: ignore[index]
+            print(f"{name} T={tasks}: nodes the fast path does not cover: {', '.join(r['fallback']['other'])}")  # type: ignore[index]
 
 
 if __name__ == "__main__":

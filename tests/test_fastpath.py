@@ -8,6 +8,8 @@ buffer (running statistics, batch counters) after two training steps.
 
 import collections
 import copy
+import random
+import re
 
 import pytest
 import torch
@@ -19,7 +21,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import automtl
 from automtl import Policy
 from automtl.errors import ConfigError
-from automtl.fastpath import path_for, register_per_sample_module, run_fast
+from automtl.fastpath import cpu_stack_limit, path_for, register_per_sample_module, run_fast, set_cpu_stack_limit
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -311,15 +313,68 @@ def test_execution_setting():
     assert sm.execution == "auto"
     with pytest.raises(ConfigError, match=r"execution must be one of \('auto', 'fast', 'reference'\), got 'gpu'"):
         sm.set_execution("gpu")
-    # auto: per task on the CPU (measured as fast or faster there), task-batched on accelerators
+    # auto: per task on the CPU (measured as fast there), task-batched on accelerators
     report = sm.execution_report()
     assert (report.execution, report.device, report.path) == ("auto", "cpu", "reference")
-    assert str(report).startswith("execution: auto -> reference path (per task) on cpu: on the CPU, per-task calls")
+    assert str(report).startswith("execution: auto -> reference path (per task) on cpu: on the CPU the arithmetic sets the pace")
     assert path_for("auto", torch.device("cuda", 0)) == "fast" and path_for("fast", torch.device("cpu")) == "fast"
     assert sm.set_execution("fast").execution_report().path == "fast"
     assert str(sm.set_execution("reference").execution_report()).startswith("execution: reference -> reference path")
     with pytest.raises(ConfigError, match="exactly one of soft="):
         run_fast(sm, x)
+
+
+@pytest.fixture
+def stack_limit():
+    """``set_cpu_stack_limit`` for one test (the limit is process-wide)."""
+    before = cpu_stack_limit()
+    yield set_cpu_stack_limit
+    set_cpu_stack_limit(before)
+
+
+SIZE_REASON = r"^on the CPU its stacked tensors \(\d+\.\d KiB\) would exceed the stack limit \(\d+\.\d KiB\)$"
+
+
+@pytest.mark.parametrize("tasks", [2, 3, 5])
+@pytest.mark.parametrize("mode", ["warmup", "gumbel", "fixed"])
+def test_large_nodes_run_per_task_on_the_cpu(tasks, mode, stack_limit):
+    """Above the stack limit a node runs per task; the paths still agree, and the report names
+    exactly the nodes whose tensors exceed it: one task's values at 8x8 are 8 KiB (float64,
+    batch 2), 4 KiB at 4x4; ``down`` reads the 12-channel 8x8 concatenation."""
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
+    sm = automtl.compile(GroupedNet(), [f"t{i}" for i in range(tasks)], example_input=x.float()).double()
+    stack_limit(6 * 1024 * tasks)
+    _assert_paths_agree(_perturbed(sm, seed=tasks), x, mode, True, policy_seed=tasks, covered=False)
+    report = sm.execution_report()
+    large = {n.name for n in sm.graph if n.out_shape is not None and n.out_shape[-2:] == (8, 8)} | {"down"}
+    assert set(report.fallback) == large and len(large) == 12
+    assert all(re.match(SIZE_REASON, why) for why in report.fallback.values())
+    assert report.fast == ["bn2", "dw_strided", "size", "view", "fc"]
+
+    stack_limit(None)  # no limit: every node task-batched again
+    _assert_paths_agree(sm, x, mode, True, policy_seed=tasks)
+    stack_limit(0)  # strict asks what the executor covers, whatever the size
+    options = {"hard": sm._hard} if mode == "fixed" else {"soft": sm.mixing_weights()}
+    run_fast(sm, x, strict=True, **options)
+    assert sm.execution_report().fallback == {}
+
+
+def test_in_place_mixing_check_agrees_with_torch_broadcasting():
+    """The mixing adds an option in place only where it broadcasts to the running sum's shape."""
+    from automtl.fastpath.executor import _broadcasts_to
+
+    rng = random.Random(0)
+    shape = lambda: torch.Size(rng.choice((1, 2, 3)) for _ in range(rng.randint(0, 4)))  # noqa: E731
+    answers = collections.Counter()
+    for _ in range(2000):
+        target, others = shape(), [shape() for _ in range(rng.randint(1, 2))]
+        try:
+            expected = torch.broadcast_shapes(target, *others) == target
+        except RuntimeError:
+            expected = False
+        assert _broadcasts_to(target, *others) == expected, (target, others)
+        answers[expected] += 1
+    assert min(answers[True], answers[False]) > 200  # both answers well exercised
 
 
 class _CountOps(TorchDispatchMode):
@@ -415,6 +470,24 @@ def test_mobilenet_v2_agrees_with_the_reference(tasks, mode, train):
     x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
     sm = automtl.compile(backbone, [f"t{i}" for i in range(tasks)], example_input=x.float()).double()
     _assert_paths_agree(_perturbed(sm), x, mode, train, rtol=1e-6, atol=1e-7, steps=1)
+
+
+@pytest.mark.slow
+def test_mobilenet_v2_partly_per_task_agrees_with_the_reference(stack_limit):
+    """The stack limit splits MobileNetV2 in three: its large early layers per task, the middle
+    task-batched, the 1280-channel end per task again; outputs and gradients survive the
+    switches between the two layouts."""
+    torch.manual_seed(0)
+    backbone = torchvision.models.mobilenet_v2(width_mult=0.25, num_classes=10)
+    backbone.classifier[0].p = 0.0
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    sm = automtl.compile(backbone, ["a", "b", "c"], example_input=x.float()).double()
+    stack_limit(48 * 1024)
+    _assert_paths_agree(_perturbed(sm), x, "gumbel", True, rtol=1e-6, atol=1e-7, steps=1, covered=False)
+    report = sm.execution_report()
+    assert all(re.match(SIZE_REASON, why) for why in report.fallback.values())
+    assert list(report.fallback)[:2] == ["features_0_0", "features_0_1"] and "features_18_0" in report.fallback
+    assert report.fast[0] == "features_2_conv_3" and "features_10_conv_1_0" in report.fast
 
 
 @pytest.mark.slow

@@ -11,7 +11,10 @@ holds every value once for all tasks (:mod:`automtl.fastpath.values`), so that p
   task's chosen option is picked (``fixed``).
 
 A node the executor does not cover runs the reference way on per-task values, which are
-stacked again afterwards; :func:`plan` and the last run's record say which nodes did.
+stacked again afterwards; :func:`plan` and the last run's record say which nodes did. So does,
+on the CPU, a node whose stacked tensors would exceed :func:`~automtl.fastpath.cpu_stack_limit`:
+the CPU is compute-bound, so stacking gains it little, while glibc maps every large block
+afresh and each of its pages faults in again (see :mod:`automtl.fastpath.cpu_memory`).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from automtl.compiler.ir import OPTIONS, OWN, PER_TASK, PLAIN, SEARCHABLE, SHARE
 from automtl.errors import ConfigError
 
 from . import operators as ops
+from .cpu_memory import cpu_stack_limit, format_bytes
 from .plain import Call, ConstResult, NotPerSample, rule_for
 from .values import Const, PerTask, Stacked, StackedTuple, Value, align, gather, join, per_task_columns, pick, renumber, split, stack_columns, stack_fresh, try_stack
 
@@ -69,8 +73,8 @@ class ExecutionReport:
         total = len(self.fast) + len(self.fallback)
         if self.path == "reference":
             why = (
-                "on the CPU, per-task calls keep each task's tensors in the caches and are as fast or "
-                "faster (bench/supermodel_step.py); sm.set_execution('fast') forces the fast path"
+                "on the CPU the arithmetic sets the pace, and the fast path only matches per-task calls "
+                "(bench/supermodel_step.py); sm.set_execution('fast') runs it"
                 if self.execution == "auto"
                 else "sm.set_execution('auto') for the fast path on accelerators"
             )
@@ -156,8 +160,8 @@ def plan(sm: "SuperModel") -> Dict[str, NodePlan]:
 def path_for(execution: str, device: torch.device) -> str:
     """``"fast"`` or ``"reference"``: what an execution setting runs on ``device``. ``auto`` runs
     the task-batched path on accelerators, where the number of kernel launches dominates, and the
-    per-task reference path on the CPU, where stacking the tasks makes every tensor T times larger
-    and pushes memory-bound layers out of the caches (measured: bench/supermodel_step.py)."""
+    per-task reference path on the CPU, where convolutions cost the same arithmetic either way
+    and the fast path only draws level (measured: bench/supermodel_step.py)."""
     if execution == "auto":
         return "reference" if device.type == "cpu" else "fast"
     return execution
@@ -212,6 +216,8 @@ class _Run:
         self.fallbacks: Dict[str, str] = {}
         self.hooks = _global_hooks()
         self._coefficients: Dict[str, List[Optional[Weight]]] = {}
+        # strict asks whether every node *can* run task-batched: no per-task runs by size then
+        self.limit = cpu_stack_limit() if x.device.type == "cpu" and not strict else None
 
     # -- the walk ---------------------------------------------------------------------------
     def run(self) -> List[Any]:
@@ -223,6 +229,8 @@ class _Run:
             elif node.op == "output":
                 per_task = {name: split(value, self.tasks) for name, value in env.items() if name in node.refs()}
                 result = [map_refs(node.args[0], lambda r, t=t: per_task[r.name][t]) for t in range(self.tasks)]
+            elif reason := self._too_large(node, env):
+                env[node.name] = self._fallback(node, env, reason)
             elif node.role == PLAIN:
                 env[node.name] = self._plain(node, env)
             else:
@@ -230,6 +238,36 @@ class _Run:
             for name in self.sm._free_after.get(node.name, ()):
                 del env[name]
         return result
+
+    def _too_large(self, node: IRNode, env: Dict[str, Value]) -> str:
+        """Why the node runs per task for its size ("" where it does not)."""
+        if self.limit is None:
+            return ""
+        size = self._stack_bytes(node, env)
+        if size <= self.limit:
+            return ""
+        return f"on the CPU its stacked tensors ({format_bytes(size)}) would exceed the stack limit ({format_bytes(self.limit)})"
+
+    def _stack_bytes(self, node: IRNode, env: Dict[str, Value]) -> int:
+        """About the largest tensor the node holds on the fast path: its inputs stacked, or its
+        output (sized from the shapes recorded at compile time) for every distinct value."""
+        stacked, per_task, distinct = 0, 0, 1
+        for p in node.parents:
+            value = env[p]
+            if isinstance(value, Stacked):
+                size, count = value.data.numel() * value.data.element_size(), value.count
+            elif isinstance(value, PerTask) and isinstance(value.values[0], torch.Tensor):
+                first = value.values[0]
+                count = len({id(v) for v in value.values})
+                size = first.numel() * first.element_size() * count
+            else:
+                continue
+            stacked, per_task, distinct = max(stacked, size), max(per_task, size // count), max(distinct, count)
+        growth = 1.0
+        if node.out_shape is not None and node.in_shapes and node.in_shapes[0] is not None and node.in_shapes[0].numel():
+            growth = node.out_shape.numel() / node.in_shapes[0].numel()
+        outputs = self.tasks if node.role != PLAIN else distinct  # a VCN mixes a value per task
+        return max(stacked, int(per_task * growth * outputs))
 
     def _fallback(self, node: IRNode, env: Dict[str, Value], reason: str) -> Value:
         if self.strict:
@@ -435,9 +473,20 @@ def _accumulate(out: Optional[torch.Tensor], columns: torch.Tensor, w: Weight) -
     if out is None:
         return columns * w
     if isinstance(w, torch.Tensor):
-        shape = torch.broadcast_shapes(out.shape, columns.shape, w.shape)
-        return out.addcmul_(columns, w) if shape == out.shape else out + columns * w
-    return out.add_(columns, alpha=w) if torch.broadcast_shapes(out.shape, columns.shape) == out.shape else out + columns * w
+        return out.addcmul_(columns, w) if _broadcasts_to(out.shape, columns.shape, w.shape) else out + columns * w
+    return out.add_(columns, alpha=w) if _broadcasts_to(out.shape, columns.shape) else out + columns * w
+
+
+def _broadcasts_to(target: torch.Size, *shapes: torch.Size) -> bool:
+    """Whether ``shapes`` broadcast to ``target`` itself, so an in-place update of a ``target``
+    tensor can take them (``torch.broadcast_shapes`` costs ~0.1 ms a call: ~5% of a fast
+    forward of a small MobileNetV2)."""
+    for shape in shapes:
+        if len(shape) > len(target):
+            return False
+        if any(n != 1 and n != m for n, m in zip(reversed(shape), reversed(target))):
+            return False
+    return True
 
 
 def run_fast(
