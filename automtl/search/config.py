@@ -9,6 +9,7 @@ rejected with a "did you mean"; the resolved config is saved with every run.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import math
@@ -472,7 +473,7 @@ def load_config(
     elif data is None:
         base = {}
     elif isinstance(data, Mapping):
-        base = dict(data)
+        base = copy.deepcopy(dict(data))  # overrides go into nested sections: not the caller's
     else:
         raise ConfigError(f"a config is a YAML path, a mapping or a SearchConfig, got {type(data).__name__}")
     for text in overrides:

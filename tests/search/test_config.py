@@ -27,6 +27,16 @@ def test_yaml_round_trip_and_overrides(tmp_path):
     assert load_config(str(again)) == cfg
 
 
+def test_overrides_leave_the_callers_mapping_alone():
+    """A config mapping reused across runs (a test's shared config, a sweep's base) must not take
+    one run's overrides into the next."""
+    base = {"logging": {"eval_every": 4}, "policy_train": {"policy_optimizer": {"lr": 0.02}}}
+    cfg = load_config(base, overrides=["logging.eval_every=0", "policy_train.policy_optimizer.lr=0.5"])
+    assert cfg.logging.eval_every == 0 and cfg.policy_train.policy_optimizer.lr == 0.5
+    assert base == {"logging": {"eval_every": 4}, "policy_train": {"policy_optimizer": {"lr": 0.02}}}
+    assert load_config(base).logging.eval_every == 4
+
+
 def test_unknown_key_says_did_you_mean(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("policy_train:\n  lamda_reg: 0.01\n")
