@@ -9,25 +9,9 @@ import torch
 import yaml
 
 from automtl.cli import main
+from search_toy import tiny_scenes_yaml
 
-SCENES = """
-seed: 0
-device: cpu
-data:
-  benchmark: scenes
-  options: {size: 16, n_train: 48, n_val: 16, n_test: 16}
-  batch_size: 8
-  eval_batch_size: 16
-model:
-  backbone: {builtin: dilated_resnet_tiny, kwargs: {widths: [4, 8], dilations: [1, 2], stem_stride: 2}}
-  task_options: {head_hidden: 4, aspp_rates: [1]}
-pretrain: {steps: 2}
-policy_train: {steps: 4, weight_steps: 1, policy_steps: 1, tau_decay_every: 1}
-post_train: {steps: 3}
-adashare: {k: 2}
-roaming: {delta: 1}
-logging: {log_every: 2, eval_every: 0, checkpoint_every: 0}
-"""
+SCENES = tiny_scenes_yaml(policy_train={"tau_decay_every": 1}, post_train={"steps": 3}, adashare={"k": 2}, roaming={"delta": 1})
 
 MNIST = """
 seed: 1

@@ -5,21 +5,9 @@ import json
 import pytest
 
 from automtl.cli import build_parser, main
+from search_toy import tiny_scenes_yaml
 
-TINY = """
-seed: 0
-device: cpu
-data:
-  benchmark: scenes
-  options: {size: 16, n_train: 32, n_val: 16, n_test: 16}
-  batch_size: 8
-  eval_batch_size: 16
-model:
-  backbone: {builtin: dilated_resnet_tiny, kwargs: {widths: [4, 8], dilations: [1, 2], stem_stride: 2}}
-  task_options: {head_hidden: 4, aspp_rates: [1]}
-post_train: {steps: 2}
-logging: {log_every: 2, eval_every: 0, checkpoint_every: 0}
-"""
+TINY = tiny_scenes_yaml(data={"options": {"n_train": 32}}, pretrain=None, policy_train=None)
 
 
 @pytest.mark.slow

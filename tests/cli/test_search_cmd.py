@@ -8,23 +8,9 @@ import pytest
 
 from automtl.cli import main
 from automtl.policy import Policy
+from search_toy import tiny_scenes_yaml
 
-TINY_YAML = """
-seed: 0
-device: cpu
-data:
-  benchmark: scenes
-  options: {size: 16, n_train: 48, n_val: 16, n_test: 16}
-  batch_size: 8
-  eval_batch_size: 16
-model:
-  backbone: {builtin: dilated_resnet_tiny, kwargs: {widths: [4, 8], dilations: [1, 2], stem_stride: 2}}
-  task_options: {head_hidden: 4, aspp_rates: [1]}
-pretrain: {steps: 2}
-policy_train: {steps: 4, weight_steps: 1, policy_steps: 1}
-post_train: {steps: 2}
-logging: {log_every: 2, eval_every: 0, checkpoint_every: 2}
-"""
+TINY_YAML = tiny_scenes_yaml(logging={"checkpoint_every": 2})
 
 
 @pytest.fixture(scope="module")

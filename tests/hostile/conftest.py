@@ -5,7 +5,6 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "fuzz"))  # netgen, properties: shared with the atheris targets
-sys.path.insert(0, os.path.join(ROOT, "tests", "search"))  # search_toy
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from automtl.errors import RunInterrupted, TrainingError
 from automtl.search import Callback, search
 from automtl.search.checkpoint import load_checkpoint
 
-from search_toy import TINY, toy_data, toy_supermodel
+from search_toy import TINY, tiny_scenes_yaml, toy_data, toy_supermodel
 
 TOY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "search")
 
@@ -169,22 +169,13 @@ def test_a_second_sigint_interrupts_at_once(tmp_path):
         _run(tmp_path / "run", [Twice()])
 
 
-_TINY_CLI = """
-seed: 0
-device: cpu
-data:
-  benchmark: scenes
-  options: {size: 16, n_train: 48, n_val: 16, n_test: 16}
-  batch_size: 8
-model:
-  backbone: {builtin: dilated_resnet_tiny, kwargs: {widths: [4, 8], dilations: [1, 2], stem_stride: 2}}
-  task_options: {head_hidden: 4, aspp_rates: [1]}
-pretrain: {steps: 30}
-policy_train: {steps: 2, weight_steps: 1, policy_steps: 1}
-post_train: {steps: 2}
-logging: {log_every: 1, eval_every: 0, checkpoint_every: 1000, progress: false}
-baselines: {single_task: false, multi_task: false}
-"""
+_TINY_CLI = tiny_scenes_yaml(
+    data={"eval_batch_size": None},
+    pretrain={"steps": 30},
+    policy_train={"steps": 2},
+    logging={"log_every": 1, "checkpoint_every": 1000, "progress": False},
+    baselines={"single_task": False, "multi_task": False},
+)
 
 _CLI = [sys.executable, "-c", "import sys; from automtl.cli import main; sys.exit(main())", "search"]
 

@@ -11,7 +11,7 @@ from torch import nn
 import automtl
 from automtl import Task
 
-from search_toy import Accuracy, ToyData
+from search_toy import Accuracy
 
 
 class ResToy(nn.Module):
@@ -49,10 +49,6 @@ def toy_tasks():
 def res_supermodel(seed: int = 0) -> automtl.SuperModel:
     torch.manual_seed(seed)
     return automtl.compile(ResToy(), toy_tasks(), example_input=torch.zeros(2, 1, 8, 8))
-
-
-def toy_data():
-    return ToyData(64, 1), ToyData(32, 2), ToyData(32, 3)
 
 
 TINY = {

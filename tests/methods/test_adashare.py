@@ -13,7 +13,8 @@ from automtl.methods.adashare import PINNED, AdaShare, open_units, sharing_loss,
 from automtl.search.stages import make_optimizer
 from automtl.search.config import OptimizerConfig
 
-from methods_toy import TINY, res_supermodel, toy_data
+from methods_toy import TINY, res_supermodel
+from search_toy import toy_data
 
 ALPHA = torch.tensor([[0.9, 0.2], [0.5, 0.5], [0.1, 0.7]])  # 3 units (bottom-up) x 2 tasks
 

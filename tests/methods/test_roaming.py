@@ -15,7 +15,8 @@ from automtl.errors import ConfigError
 from automtl.methods.masking import ChannelMaskedModel, mask_channels, maskable_layers
 from automtl.methods.roaming import LayerRoaming, MaximumRoaming, RoamingPlan
 
-from methods_toy import TINY, res_supermodel, toy_data
+from methods_toy import TINY, res_supermodel
+from search_toy import toy_data
 
 
 @pytest.mark.parametrize("channels, tasks, ratio", [(16, 3, 0.5), (10, 2, 0.6), (12, 4, 0.25), (9, 3, 0.1), (6, 2, 1.0)])

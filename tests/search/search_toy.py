@@ -1,11 +1,14 @@
 """A tiny two-task problem for the search tests: 1x8x8 noise images; task ``a`` tells whether
-the left half is brighter than the right, task ``b`` whether the top half is brighter."""
+the left half is brighter than the right, task ``b`` whether the top half is brighter. Also the
+tiny ``scenes`` config the command-line tests run (:func:`tiny_scenes_yaml`)."""
 
 from __future__ import annotations
 
-from typing import Dict, Tuple
+import copy
+from typing import Any, Dict, Mapping, Tuple
 
 import torch
+import yaml
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
@@ -87,3 +90,42 @@ TINY = {
     "post_train": {"steps": 4},
     "logging": {"log_every": 2, "eval_every": 4, "checkpoint_every": 3, "progress": False},
 }
+
+
+#: the built-in ``scenes`` benchmark at toy size, for tests that go through the command line
+TINY_SCENES = {
+    "seed": 0,
+    "device": "cpu",
+    "data": {
+        "benchmark": "scenes",
+        "options": {"size": 16, "n_train": 48, "n_val": 16, "n_test": 16},
+        "batch_size": 8,
+        "eval_batch_size": 16,
+    },
+    "model": {
+        "backbone": {"builtin": "dilated_resnet_tiny", "kwargs": {"widths": [4, 8], "dilations": [1, 2], "stem_stride": 2}},
+        "task_options": {"head_hidden": 4, "aspp_rates": [1]},
+    },
+    "pretrain": {"steps": 2},
+    "policy_train": {"steps": 4, "weight_steps": 1, "policy_steps": 1},
+    "post_train": {"steps": 2},
+    "logging": {"log_every": 2, "eval_every": 0, "checkpoint_every": 0},
+}
+
+
+def _merge(base: Dict[str, Any], changes: Mapping[str, Any]) -> None:
+    for key, value in changes.items():
+        if value is None:
+            base.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = copy.deepcopy(value)
+
+
+def tiny_scenes_yaml(**changes: Any) -> str:
+    """:data:`TINY_SCENES` as YAML text, with ``changes`` merged in per section (nested mappings
+    merge key by key; ``None`` removes a key)."""
+    config = copy.deepcopy(TINY_SCENES)
+    _merge(config, changes)
+    return yaml.safe_dump(config, sort_keys=False)

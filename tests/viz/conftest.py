@@ -5,7 +5,6 @@ import pytest
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, _HERE)  # for `import viz_runs`
-sys.path.insert(0, os.path.join(_HERE, "..", "search"))  # the search tests' toy problem (search_toy)
 
 
 @pytest.fixture(scope="session")

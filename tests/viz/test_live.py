@@ -11,7 +11,7 @@ from automtl.cli import main
 from automtl.search.batches import eval_batches
 from automtl.search.run import RunDir
 from automtl.viz.live import PlotCallback, TensorBoardCallback, record_scalars, tensorboard_callback
-from search_toy import ToyData
+from search_toy import ToyData, tiny_scenes_yaml
 from viz_runs import png_size, toy_search
 
 TB_LINE = 'tensorboard is not installed: no TensorBoard scalars (pip install "automtl[tensorboard]" to have them)'
@@ -107,22 +107,7 @@ def test_tensorboard_not_installed_says_one_line(monkeypatch):
     assert said == [TB_LINE]
 
 
-TINY_SCENES = """
-seed: 0
-device: cpu
-data:
-  benchmark: scenes
-  options: {size: 16, n_train: 32, n_val: 16, n_test: 16}
-  batch_size: 8
-  eval_batch_size: 16
-model:
-  backbone: {builtin: dilated_resnet_tiny, kwargs: {widths: [4, 8], dilations: [1, 2], stem_stride: 2}}
-  task_options: {head_hidden: 4, aspp_rates: [1]}
-pretrain: {steps: 2}
-policy_train: {steps: 4, weight_steps: 1, policy_steps: 1}
-post_train: {steps: 2}
-logging: {log_every: 2, eval_every: 0, checkpoint_every: 0}
-"""
+TINY_SCENES = tiny_scenes_yaml(data={"options": {"n_train": 32}})
 
 
 @pytest.mark.slow
