@@ -23,8 +23,9 @@ def _command_modules() -> List[object]:
     from automtl.cli import show_cmd
     from automtl.cli import compare_cmd
     from automtl.cli import group_cmd
+    from automtl.cli import sweep_cmd
 
-    return [compile_cmd, search_cmd, export_cmd, info_cmd, show_cmd, compare_cmd, group_cmd]
+    return [compile_cmd, search_cmd, export_cmd, info_cmd, show_cmd, compare_cmd, group_cmd, sweep_cmd]
 
 
 def build_parser() -> argparse.ArgumentParser:

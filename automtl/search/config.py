@@ -14,12 +14,30 @@ import dataclasses
 import difflib
 import math
 import os
+import re
 import typing
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import yaml
 
 from automtl.errors import ConfigError
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's floats: ``1e-4`` is a number, not the string
+    PyYAML (YAML 1.1: exponents need a dot) makes of it."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def parse_yaml(text: Any) -> Any:
+    """A YAML document or scalar (a file's text, an override's value), with YAML 1.2 floats."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("constant", "step", "cosine")
@@ -488,7 +506,7 @@ def read_yaml(path: Union[str, os.PathLike]) -> Dict[str, Any]:
     path = os.fspath(path)
     try:
         with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
+            data = parse_yaml(f)
     except OSError as exc:
         raise ConfigError(f"cannot read the config file {path}: {exc.strerror}") from exc
     except yaml.YAMLError as exc:
@@ -512,7 +530,7 @@ def apply_override(data: Dict[str, Any], text: str) -> None:
     if not parts:
         raise ConfigError(f"override {text!r} names no key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = parse_yaml(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
         raise ConfigError(f"override {text!r}: the value is not valid YAML ({exc})") from exc
     node = data
