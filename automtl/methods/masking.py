@@ -1,18 +1,22 @@
 """Per-task binary masks over the output channels of a derived model's shared convolutions.
 
 :func:`mask_channels` rewrites a :class:`~automtl.export.MultiTaskModel` (a torch.fx graph)
-so that every task runs its own forward pass and multiplies the output of each masked
-convolution by its own mask: for task t, ``conv(h_t) ⊙ m_t`` (Maximum Roaming's
-``(H_t * K) ⊙ m_t``). The convolutions are not copied - every task's pass calls the same
-modules - and the masks are buffers (``channel_masks.<task>.l<i>``, shaped to broadcast over
-the convolution's output), so they move with ``.to()``, are saved in the ``state_dict`` and
-can be changed between steps with :meth:`ChannelMaskedModel.set_masks`.
+so that every task runs its own forward pass and multiplies the output of each masked layer by
+its own mask, where Maximum Roaming's Eq. 2 puts it: ``σ((H_t * K) ⊙ m_t)``, the layer's
+output before its non-linearity. A layer is the convolution together with the normalisation
+that directly follows it (the convolution's only consumer in the task's pass), so the mask
+multiplies the norm's output: ``norm(conv(h_t)) ⊙ m_t`` - a masked channel emits exactly 0,
+not the norm's shift. A convolution not followed by a norm is masked on its own output. The
+convolutions are not copied - every task's pass calls the same modules - and the masks are
+buffers (``channel_masks.<task>.l<i>``, shaped to broadcast over the convolution's output), so
+they move with ``.to()``, are saved in the ``state_dict`` and can be changed between steps
+with :meth:`ChannelMaskedModel.set_masks`.
 """
 
 from __future__ import annotations
 
 import operator
-from typing import TYPE_CHECKING, Any, Dict, Mapping, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Sequence, Set, Tuple
 
 import torch
 import torch.fx
@@ -20,6 +24,7 @@ from torch import nn
 
 from automtl.compiler.fx_frontend import ancestors
 from automtl.compiler.ir import SEARCHABLE
+from automtl.compiler.passes import NORM_TYPES
 from automtl.errors import ConfigError
 from automtl.export.derive import MultiTaskModel
 
@@ -84,10 +89,30 @@ def _fetch(root: Any, path: str) -> Any:
     return root
 
 
+def _norm_after(conv: torch.fx.Node, wanted: Set[torch.fx.Node], modules: Mapping[str, nn.Module]) -> Optional[torch.fx.Node]:
+    """The normalisation node that takes ``conv``'s output as its input, where it is the
+    convolution's only consumer within one task's pass (``wanted``); else None."""
+    users = [u for u in conv.users if u in wanted]
+    if len(users) != 1:
+        return None
+    user = users[0]
+    if user.op != "call_module" or not isinstance(modules.get(user.target), NORM_TYPES):  # type: ignore[arg-type]
+        return None
+    if not user.args or user.args[0] is not conv or conv in user.args[1:] or conv in user.kwargs.values():
+        return None
+    return user
+
+
+def _ones(conv: nn.Module) -> torch.Tensor:
+    shape = (1, conv.out_channels) + (1,) * (conv.weight.dim() - 2)
+    return torch.ones(shape, dtype=conv.weight.dtype, device=conv.weight.device)
+
+
 def mask_channels(model: MultiTaskModel, layers: Sequence[str]) -> ChannelMaskedModel:
-    """``model`` with per-task channel masks (all ones) after every call of the modules in
-    ``layers``, each task running its own pass. Parameters and buffers are shared with
-    ``model``, not copied."""
+    """``model`` with per-task channel masks (all ones) on the output of every call of the
+    modules in ``layers`` - after the normalisation that directly follows the call, if one
+    does - each task running its own pass. Parameters and buffers are shared with ``model``,
+    not copied."""
     graph = model.graph
     outputs = next(n for n in graph.nodes if n.op == "output").args[0]
     if not isinstance(outputs, dict):
@@ -107,6 +132,7 @@ def mask_channels(model: MultiTaskModel, layers: Sequence[str]) -> ChannelMasked
     for task in model.task_names:
         wanted = ancestors(outputs[task]) if isinstance(outputs[task], torch.fx.Node) else set()
         env: Dict[torch.fx.Node, Any] = {source_input: x}
+        masked_at: Dict[torch.fx.Node, str] = {}  # node whose output gets the mask -> mask buffer
         for node in graph.nodes:
             if node not in wanted or node.op in ("placeholder", "output"):
                 continue
@@ -116,20 +142,19 @@ def mask_channels(model: MultiTaskModel, layers: Sequence[str]) -> ChannelMasked
                 root[node.target] = _fetch(model, node.target)
             value = new.node_copy(node, lambda n: env[n])
             if node.op == "call_module" and node.target in index:
-                conv = modules[node.target]
                 name = f"{MASKS}.{task}.l{index[node.target]}"
                 if name not in root:
-                    shape = (1, conv.out_channels) + (1,) * (conv.weight.dim() - 2)
-                    root[name] = torch.ones(shape, dtype=conv.weight.dtype, device=conv.weight.device)
-                value = new.call_function(operator.mul, (value, new.get_attr(name)))
+                    root[name] = _ones(modules[node.target])
+                masked_at[_norm_after(node, wanted, modules) or node] = name
+            if node in masked_at:
+                value = new.call_function(operator.mul, (value, new.get_attr(masked_at[node])))
             env[node] = value
         results[task] = torch.fx.map_arg(outputs[task], lambda n: env[n])
     for task in model.task_names:  # a layer no pass of a task reaches still gets its buffer
         for path, i in index.items():
             name = f"{MASKS}.{task}.l{i}"
             if name not in root:
-                conv = modules[path]
-                root[name] = torch.ones((1, conv.out_channels) + (1,) * (conv.weight.dim() - 2), dtype=conv.weight.dtype, device=conv.weight.device)
+                root[name] = _ones(modules[path])
     new.output(results)
     new.lint()
     masked = ChannelMaskedModel(root, new, model.task_names, model.policy, model.usage)

@@ -2,20 +2,27 @@
 
 The network is the all-shared one; every shared convolution's S output channels are
 partitioned among the T tasks by binary masks, and each task runs its own masked forward pass
-(:mod:`automtl.methods.masking`). The masks *roam*:
+(:mod:`automtl.methods.masking`: the mask multiplies the layer's output after its norm, before
+the activation - the paper's σ((H_t * K) ⊙ m_t)). The masks *roam*, as the paper's Def. 1:
 
-* **initial partition** - each task uses k = round(p·S) channels (p the sharing ratio; at
-  least ⌈S/T⌉ so that the tasks can cover the layer), drawn uniformly without replacement;
-  a channel no task drew is swapped in for a uniformly chosen channel of a uniformly chosen
-  task among those holding a channel another task also holds (every channel is then used by
-  at least one task - the paper's constraint Σₜ mᵢₜ ≥ 1 - and every task keeps k channels);
+* **initial partition** - every task uses every channel with probability p, independently
+  (m_it ~ Bernoulli(p)); a channel no task drew goes to one task drawn uniformly (the paper's
+  constraint Σₜ mᵢₜ ≥ 1, so every channel is used at the start). p is the *sharing ratio*: the
+  probability that a task uses a given channel, so each task starts with about p·S channels
+  (p + (1 − p)^T / T of them on average, counting the uncovered channels handed out) and a
+  channel is used by about T·p tasks; p = 1 is the fully shared network, p = 0 a disjoint
+  partition. A task that would use no channel of a layer at all (only possible for small p·S)
+  is given one drawn uniformly, so that no task's pass is cut off - a guard the paper does not
+  need on its layer sizes;
 * **update** - every Δ training steps (updates, not epochs), in every layer, each task t
-  that has not yet used every channel swaps one channel i₋ it uses for one channel i₊ it has
-  never used, both uniform: i₋ among t's channels that another task also uses, so coverage
-  holds; if t has none, t and a uniformly chosen holder u of i₊ exchange: t takes i₊, u takes
-  i₋. Each update adds one new channel to every unfinished task's visited set, so the plan
-  ends after (1 − p)·S updates - Δ·(1 − p)·S steps - for the widest layer (Lemma 1), with
-  the number of channels per task constant throughout.
+  that has not yet used every channel drops one channel i₋ drawn uniformly from the channels it
+  uses, A_t, and takes one channel i₊ drawn uniformly from those it has never used,
+  {1..S} − B_t (B_t: the channels t has used so far). Nothing else changes: another task's
+  mask is never touched, and a channel may be left to no task for a while (the paper's
+  Lemma 2 - the probability that a task uses a channel stays p - rests on this uniform draw,
+  which is why no restriction to channels another task also uses is made). Each task keeps
+  its number of channels, and its visited set grows by one per update, so the plan ends after
+  max_t (S − |A_t(0)|) ≈ (1 − p)·S updates - Δ·(1 − p)·S steps - for the widest layer (Lemma 1).
 
 The plan is a function of its seed and the number of updates done (it is replayed after a
 resume), so a checkpoint needs nothing beyond the model's mask buffers.
@@ -23,7 +30,6 @@ resume), so a checkpoint needs nothing beyond the model's mask buffers.
 
 from __future__ import annotations
 
-import math
 from typing import Dict, List, Mapping, Optional
 
 import torch
@@ -36,54 +42,53 @@ from automtl.search.strategy import Score, SharingMethod
 from automtl.supermodel import SuperModel
 
 
+def check_sharing_ratio(sharing_ratio: float) -> float:
+    if not 0.0 <= float(sharing_ratio) <= 1.0:
+        raise ConfigError(f"the sharing ratio p must be in [0, 1] (the probability that a task uses a channel), got {sharing_ratio}")
+    return float(sharing_ratio)
+
+
 class LayerRoaming:
-    """The masks of one layer: ``masks`` and ``visited``, ``[tasks, channels]`` bool."""
+    """The masks of one layer: ``masks`` (A_t) and ``visited`` (B_t), ``[tasks, channels]`` bool."""
 
     def __init__(self, channels: int, tasks: int, sharing_ratio: float, generator: torch.Generator):
         if channels < 1 or tasks < 1:
             raise ConfigError(f"roaming needs at least one channel and one task, got {channels} and {tasks}")
+        p = check_sharing_ratio(sharing_ratio)
         self.channels, self.tasks = int(channels), int(tasks)
-        self.per_task = min(self.channels, max(int(round(sharing_ratio * channels)), math.ceil(channels / tasks)))
         self.generator = generator
-        masks = torch.zeros(tasks, channels, dtype=torch.bool)
-        for t in range(tasks):
-            masks[t, torch.randperm(channels, generator=generator)[: self.per_task]] = True
-        uncovered = torch.nonzero(~masks.any(0)).flatten()
-        for c in uncovered[torch.randperm(len(uncovered), generator=generator)].tolist():
-            crowded = masks & (masks.sum(0) >= 2)  # channels a task could give up
-            donors = torch.nonzero(crowded.any(1)).flatten()
-            t = int(donors[self._pick(len(donors))])
-            options = torch.nonzero(crowded[t]).flatten()
-            masks[t, int(options[self._pick(len(options))])] = False
-            masks[t, c] = True
+        masks = torch.rand(tasks, channels, generator=generator) < p  # m_it ~ Bernoulli(p)
+        for c in torch.nonzero(~masks.any(0)).flatten().tolist():  # constraint (3)
+            masks[self._pick(tasks), c] = True
+        for t in torch.nonzero(~masks.any(1)).flatten().tolist():  # no task left without a channel
+            masks[t, self._pick(channels)] = True
         self.masks = masks
         self.visited = masks.clone()
+        #: channels per task, constant over the updates
+        self.counts: List[int] = masks.sum(1).tolist()
 
     def _pick(self, count: int) -> int:
         return int(torch.randint(count, (1,), generator=self.generator))
+
+    @property
+    def length(self) -> int:
+        """Updates until every task has visited every channel (from the initial partition)."""
+        return self.channels - min(self.counts)
 
     @property
     def done(self) -> bool:
         return bool(self.visited.all())
 
     def update(self) -> None:
-        """One update step: every unfinished task swaps a used channel for an unvisited one."""
+        """One update step (Def. 1): every unfinished task t drops a channel drawn uniformly
+        from the channels it uses and takes one drawn uniformly from those it never used."""
         for t in range(self.tasks):
             fresh = torch.nonzero(~self.visited[t]).flatten()
             if len(fresh) == 0:
                 continue
+            active = torch.nonzero(self.masks[t]).flatten()
+            dropped = int(active[self._pick(len(active))])
             gained = int(fresh[self._pick(len(fresh))])
-            shared = torch.nonzero(self.masks[t] & (self.masks.sum(0) >= 2)).flatten()
-            if len(shared):
-                dropped = int(shared[self._pick(len(shared))])
-            else:  # every channel of t is t's alone: exchange with a task holding the new one
-                own = torch.nonzero(self.masks[t]).flatten()
-                dropped = int(own[self._pick(len(own))])
-                holders = torch.nonzero(self.masks[:, gained]).flatten()
-                u = int(holders[self._pick(len(holders))])
-                self.masks[u, gained] = False
-                self.masks[u, dropped] = True
-                self.visited[u, dropped] = True
             self.masks[t, dropped] = False
             self.masks[t, gained] = True
             self.visited[t, gained] = True
@@ -93,8 +98,7 @@ class RoamingPlan:
     """The roaming masks of several layers (``{name: channels}``) for ``tasks`` tasks."""
 
     def __init__(self, layers: Mapping[str, int], tasks: int, sharing_ratio: float = 0.5, seed: int = 0):
-        if not 0.0 < sharing_ratio <= 1.0:
-            raise ConfigError(f"the sharing ratio p must be in (0, 1], got {sharing_ratio}")
+        check_sharing_ratio(sharing_ratio)
         self.layer_channels = dict(layers)
         self.tasks = int(tasks)
         self.sharing_ratio = float(sharing_ratio)
@@ -109,7 +113,7 @@ class RoamingPlan:
     @property
     def length(self) -> int:
         """Updates until every task has visited every channel of every layer."""
-        return max((r.channels - r.per_task for r in self.layers.values()), default=0)
+        return max((r.length for r in self.layers.values()), default=0)
 
     @property
     def done(self) -> bool:
@@ -143,7 +147,9 @@ def default_delta(steps: int, plan_length: int) -> int:
 
 class MaximumRoaming(SharingMethod):
     """All-shared network, per-task roaming channel masks on the shared convolutions, trained
-    by the post-train loop (``delta`` in training steps; None: :func:`default_delta`)."""
+    by the post-train loop: ``sharing_ratio`` p (each task uses each channel with probability
+    p at the start, see the module's docstring), ``delta`` in training steps (None:
+    :func:`default_delta`)."""
 
     name = "roaming"
     stages = ("post_train",)
@@ -151,7 +157,7 @@ class MaximumRoaming(SharingMethod):
     def __init__(self, sharing_ratio: float = 0.8, delta: Optional[int] = None, seed: int = 0, steps: int = 0):
         if delta is not None and int(delta) < 1:
             raise ConfigError(f"roaming delta must be 1 or more training steps, got {delta}")
-        self.sharing_ratio = float(sharing_ratio)
+        self.sharing_ratio = check_sharing_ratio(sharing_ratio)
         self.delta = None if delta is None else int(delta)
         self.seed = int(seed)
         self.steps = int(steps)
