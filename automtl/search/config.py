@@ -269,10 +269,10 @@ class AdaShareConfig:
 class RoamingConfig:
     """Maximum Roaming (``method: roaming``): every shared convolution's output channels are
     split among the tasks by binary masks with sharing ratio ``sharing_ratio`` (p: each task
-    uses round(p·S) of a layer's S channels; every channel is used by at least one task; the
-    default 0.8 is the paper's setting on NYUv2 and CelebA);
-    every ``delta`` training steps (updates, not epochs) each task swaps one channel it uses
-    for one it has never used, until every task has visited every channel. ``delta`` unset:
+    uses each channel with probability p, drawn independently, a channel no task drew going to
+    one task at random; the default 0.8 is the paper's setting on NYUv2 and CelebA);
+    every ``delta`` training steps (updates, not epochs) each task swaps one channel it uses,
+    drawn uniformly, for one it has never used, until every task has visited every channel. ``delta`` unset:
     the visit plan is spread over the first half of post-train. ``seed`` (default: ``seed``)
     draws the masks and swaps."""
 
@@ -281,8 +281,8 @@ class RoamingConfig:
     seed: Optional[int] = None
 
     def check(self, where: str) -> None:
-        if not 0.0 < self.sharing_ratio <= 1.0:
-            raise ConfigError(f"{where}.sharing_ratio must be in (0, 1], got {self.sharing_ratio}")
+        if not 0.0 <= self.sharing_ratio <= 1.0:
+            raise ConfigError(f"{where}.sharing_ratio must be in [0, 1] (0: disjoint channels, 1: all shared), got {self.sharing_ratio}")
         if self.delta is not None:
             _positive(self.delta, f"{where}.delta")
 
