@@ -5,8 +5,9 @@
     python fuzz/run.py --seconds 300 --targets prototxt  # one target
     python fuzz/run.py --reproduce WORKDIR/prototxt/crash-... --targets prototxt
 
-The real prototxt files (``../shared/corpus/prototxt`` or ``$AUTOMTL_CORPUS``) are *copied*
-into the working folder as the seed corpus; the originals are never touched. Each target runs
+The real prototxt files (``tests/corpus``, plus ``../shared/corpus/prototxt`` and
+``$AUTOMTL_CORPUS`` when they exist; or ``--seeds FOLDER``) are *copied* into the working folder
+as the seed corpus; the originals are never touched. Each target runs
 in its own process under libFuzzer with a per-input time limit (``--timeout``) and a memory
 limit, so a hang or a blow-up is reported as a finding, not waited out. Prints, per target,
 how many inputs ran and where any crash input was saved; exits 1 when there is a finding.
@@ -23,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Dict, List
+from typing import Dict, List, Sequence, Union
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -32,21 +33,34 @@ TARGETS = ("prototxt", "prototxt_gen", "cnn")
 WEIGHTS = {"prototxt": 2, "prototxt_gen": 1, "cnn": 1}
 
 
-def default_seeds() -> str:
-    return os.environ.get("AUTOMTL_CORPUS", os.path.join(os.path.dirname(ROOT), "shared", "corpus", "prototxt"))
+def default_seeds() -> List[str]:
+    """The real prototxt files the tests use (tests/prototxt_corpus.py): the repository's
+    ``tests/corpus`` and whatever ``../shared/corpus/prototxt`` and ``$AUTOMTL_CORPUS`` add."""
+    tests = os.path.join(ROOT, "tests")
+    if tests not in sys.path:
+        sys.path.insert(0, tests)
+    from prototxt_corpus import corpus_files
+
+    return list(corpus_files().values())
 
 
-def copy_seeds(seeds: str, corpus: str) -> int:
-    """Copy the ``.prototxt`` files of ``seeds`` into ``corpus`` (contents only: the copies are
-    ours to mutate). Returns how many."""
+def seed_files(seeds: Union[str, Sequence[str]]) -> List[str]:
+    """The ``.prototxt`` files of the folder ``seeds``, or ``seeds`` itself when it is a list."""
+    if isinstance(seeds, str):
+        if not os.path.isdir(seeds):
+            return []
+        return [os.path.join(seeds, n) for n in sorted(os.listdir(seeds)) if n.endswith(".prototxt")]
+    return list(seeds)
+
+
+def copy_seeds(seeds: Union[str, Sequence[str]], corpus: str) -> int:
+    """Copy the seed files (see :func:`seed_files`) into ``corpus`` (contents only: the copies
+    are ours to mutate). Returns how many."""
     os.makedirs(corpus, exist_ok=True)
-    count = 0
-    if os.path.isdir(seeds):
-        for name in sorted(os.listdir(seeds)):
-            if name.endswith(".prototxt"):
-                shutil.copyfile(os.path.join(seeds, name), os.path.join(corpus, name))
-                count += 1
-    return count
+    files = seed_files(seeds)
+    for path in files:
+        shutil.copyfile(path, os.path.join(corpus, os.path.basename(path)))
+    return len(files)
 
 
 def write_dictionary(path: str) -> None:
@@ -85,7 +99,7 @@ def _runs(log: str) -> int:
     return int(counts[-1]) if counts else 0
 
 
-def run_target(target: str, seconds: int, workdir: str, seeds: str, timeout: int, rss_mb: int) -> Dict[str, object]:
+def run_target(target: str, seconds: int, workdir: str, seeds: Union[str, Sequence[str]], timeout: int, rss_mb: int) -> Dict[str, object]:
     folder = os.path.join(workdir, target)
     corpus = os.path.join(folder, "corpus")
     artifacts = os.path.join(folder, "findings")
@@ -142,7 +156,8 @@ def main(argv: List[str] = None) -> int:
     parser.add_argument("--seconds", type=int, default=60, help="total fuzzing time, split among the targets")
     parser.add_argument("--targets", default=",".join(TARGETS), help=f"comma-separated, from {', '.join(TARGETS)}")
     parser.add_argument("--workdir", help="working folder (corpus copies, findings, logs); default: a new temporary one")
-    parser.add_argument("--seeds", default=default_seeds(), help="folder of real .prototxt files to seed from (copied)")
+    parser.add_argument("--seeds", help="folder of real .prototxt files to seed from (copied); default: tests/corpus, "
+                        "plus ../shared/corpus/prototxt and $AUTOMTL_CORPUS when they exist")
     parser.add_argument("--timeout", type=int, default=20, help="seconds one input may take before it counts as a hang")
     parser.add_argument("--rss-mb", type=int, default=4096, help="memory limit of a fuzzing process, MiB")
     parser.add_argument("--reproduce", metavar="INPUT", help="run one saved input through the (single) target and show the error")
@@ -167,7 +182,7 @@ def main(argv: List[str] = None) -> int:
     results = []
     for target, seconds in split_time(args.seconds, targets).items():
         print(f"fuzzing {target} for {seconds} s ...", flush=True)
-        results.append(run_target(target, seconds, workdir, args.seeds, args.timeout, args.rss_mb))
+        results.append(run_target(target, seconds, workdir, args.seeds or default_seeds(), args.timeout, args.rss_mb))
     with open(os.path.join(workdir, "summary.json"), "w", encoding="utf-8") as f:
         json.dump(results, f, indent=1)
     print(f"\n{'target':<14}{'seconds':>9}{'inputs':>10}{'corpus':>8}  findings")

@@ -4,8 +4,8 @@
 
 Targets:
 
-* ``prototxt``: the bytes are prototxt text; seeded with the real Caffe files of the shared
-  corpus (``fuzz/run.py`` copies them into the working folder), mutated byte by byte with a
+* ``prototxt``: the bytes are prototxt text; seeded with the real Caffe files of the corpus
+  (``tests/corpus`` and what ``../shared`` or ``$AUTOMTL_CORPUS`` add; ``fuzz/run.py`` copies them into the working folder), mutated byte by byte with a
   dictionary of the schema's words;
 * ``prototxt_gen``: the bytes steer :func:`netgen.prototxt_net` (structured random nets);
 * ``cnn``: the bytes steer :func:`netgen.cnn_spec` (random CNNs for the torch.fx front end).

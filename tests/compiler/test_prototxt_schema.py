@@ -7,12 +7,12 @@ import sys
 
 from google.protobuf import descriptor_pb2
 
+from prototxt_corpus import caffe_proto
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PROTO_DIR = os.path.join(ROOT, "proto")
-# the shared corpus sits next to the repository (see ../shared/corpus/prototxt/SOURCES.md)
-CAFFE_PROTO = os.environ.get(
-    "AUTOMTL_CAFFE_PROTO", os.path.join(os.path.dirname(ROOT), "shared", "corpus", "reference", "caffe.proto")
-)
+# Caffe's schema, carried in tests/corpus (BSD-2, see SOURCES there); $AUTOMTL_CAFFE_PROTO names another
+CAFFE_PROTO = caffe_proto()
 REGENERATE = [sys.executable, "-m", "grpc_tools.protoc", f"-I{PROTO_DIR}"]
 
 
@@ -59,7 +59,7 @@ def _messages(path, tmp_path, include):
 
 
 def test_schema_keeps_caffes_fields(tmp_path):
-    assert os.path.exists(CAFFE_PROTO), f"the reference caffe.proto is missing ({CAFFE_PROTO}; set AUTOMTL_CAFFE_PROTO)"
+    assert os.path.exists(CAFFE_PROTO), f"Caffe's caffe.proto is missing ({CAFFE_PROTO}; tests/corpus carries it, AUTOMTL_CAFFE_PROTO names another)"
     ours = _messages(os.path.join(PROTO_DIR, "automtl.proto"), tmp_path, PROTO_DIR)
     caffe = _messages(CAFFE_PROTO, tmp_path, os.path.dirname(CAFFE_PROTO))
     needed = [

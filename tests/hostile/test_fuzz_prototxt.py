@@ -16,9 +16,8 @@ from hypothesis import strategies as st
 
 from netgen import DrawSource, RandomSource, mutate_text, prototxt_net
 from properties import check_prototxt
+from prototxt_corpus import corpus_files
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CORPUS = os.environ.get("AUTOMTL_CORPUS", os.path.join(os.path.dirname(ROOT), "shared", "corpus", "prototxt"))
 EXAMPLES = int(os.environ.get("AUTOMTL_FUZZ_EXAMPLES", "0"))
 
 
@@ -33,8 +32,8 @@ def fuzz_settings(examples: int):
 
 
 def _seed_files(max_bytes: int = 12000):
-    names = sorted(n for n in os.listdir(CORPUS) if n.endswith(".prototxt"))
-    return [os.path.join(CORPUS, n) for n in names if os.path.getsize(os.path.join(CORPUS, n)) <= max_bytes]
+    """The small real files (tests/corpus and whatever a corpus adds): the mutation seeds."""
+    return [path for path in corpus_files().values() if os.path.getsize(path) <= max_bytes]
 
 
 SEEDS = {os.path.basename(p): open(p, encoding="utf-8").read() for p in _seed_files()}

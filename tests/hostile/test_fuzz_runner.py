@@ -11,7 +11,8 @@ import sys
 
 import pytest
 
-from run import _runs, copy_seeds, default_seeds, split_time, write_dictionary
+from prototxt_corpus import BUNDLED
+from run import _runs, copy_seeds, default_seeds, seed_files, split_time, write_dictionary
 
 
 def _digest(path):
@@ -20,16 +21,26 @@ def _digest(path):
 
 def test_the_seed_corpus_is_a_writable_copy(tmp_path):
     seeds = default_seeds()
-    originals = {n: (_digest(os.path.join(seeds, n)), os.stat(os.path.join(seeds, n)).st_mode)
-                 for n in os.listdir(seeds) if n.endswith(".prototxt")}
+    assert set(seed_files(BUNDLED)) <= set(seeds)  # the repository's files, whatever else a corpus adds
+    originals = {os.path.basename(p): (p, _digest(p), os.stat(p).st_mode) for p in seeds}
     corpus = tmp_path / "corpus"
     assert copy_seeds(seeds, str(corpus)) == len(originals) >= 10
-    for name, (digest, mode) in originals.items():
+    for name, (path, digest, mode) in originals.items():
         copy = corpus / name
         assert _digest(copy) == digest
         assert os.stat(copy).st_mode & stat.S_IWUSR  # ours to mutate ...
         copy.write_text("mutated")
-        assert (_digest(os.path.join(seeds, name)), os.stat(os.path.join(seeds, name)).st_mode) == (digest, mode)  # ... not theirs
+        assert (_digest(path), os.stat(path).st_mode) == (digest, mode)  # ... not theirs
+
+
+def test_a_seed_folder_given_on_the_command_line(tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "one.prototxt").write_text('name: "one"')
+    (folder / "notes.txt").write_text("not a net")
+    assert seed_files(str(folder)) == [str(folder / "one.prototxt")]
+    assert copy_seeds(str(folder), str(tmp_path / "corpus")) == 1
+    assert seed_files(str(tmp_path / "missing")) == []
 
 
 def test_the_dictionary_holds_the_schema_words(tmp_path):

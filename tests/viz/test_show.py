@@ -1,6 +1,10 @@
 """`automtl show`: the files it writes are valid PNG / SVG / HTML, the page is self-contained
 and renders in headless Chromium with no console errors, and bad run directories are
-refused with a clear message."""
+refused with a clear message.
+
+The browser tests skip where there is no ``chromium`` (with the reason); CI (.ci/run) installs it
+and sets AUTOMTL_REQUIRE_BROWSER=1, which turns that skip into a failure (the
+``chromium_binary`` fixture, tests/conftest.py)."""
 
 import base64
 import json
@@ -78,7 +82,7 @@ def test_report_is_self_contained(shown, toy_run):
 
 
 @pytest.mark.slow
-def test_report_renders_in_headless_chromium(shown, tmp_path):
+def test_report_renders_in_headless_chromium(chromium_binary, shown, tmp_path):
     shot = tmp_path / "shot.png"
     done = chromium(shown.report, f"--screenshot={shot}", "--window-size=1200,2600", "--hide-scrollbars")
     assert done.returncode == 0, done.stderr[-2000:]
@@ -90,7 +94,7 @@ def test_report_renders_in_headless_chromium(shown, tmp_path):
     assert (np.abs(pixels - target).sum(axis=2) < 30).sum() > 50
 
 
-def test_console_check_catches_script_errors(tmp_path):
+def test_console_check_catches_script_errors(chromium_binary, tmp_path):
     page = tmp_path / "bad.html"
     page.write_text('<!DOCTYPE html><html><body><script>console.error("bad"); missing();</script></body></html>')
     done = chromium(str(page), "--dump-dom")
