@@ -53,6 +53,7 @@ def register(subparsers: Any) -> None:
     run.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR where it stopped")
     train = parser.add_argument_group("training (overrides the config)")
     train.add_argument("--seed", type=int)
+    train.add_argument("--seeds", help="comma-separated seeds: one run each (OUT/seed-<s>), then a table of mean ± std")
     train.add_argument("--device", help="auto, cpu, cuda, cuda:N")
     train.add_argument("--amp", action="store_true", default=None, help="mixed precision (float16 on CUDA, bfloat16 on CPU)")
     train.add_argument("--threads", type=int, help="CPU threads torch may use (default: torch's choice; 1 is faster on a busy machine)")
@@ -131,7 +132,6 @@ def _plot_callbacks() -> List[Any]:
 def run_search(args: argparse.Namespace) -> int:
     from automtl.search.config import load_config
     from automtl.search.pipeline import search, search_with_baselines
-    from automtl.search.report import comparison_table
 
     started = time.perf_counter()
     set_threads(args.threads)
@@ -158,6 +158,8 @@ def run_search(args: argparse.Namespace) -> int:
     progress = not args.quiet
     callbacks = _plot_callbacks() if args.plots else []
 
+    if args.seeds:
+        return _search_seeds(args, config, out, progress, callbacks, started)
     if args.stages or (config is not None and not (config.baselines.single_task or config.baselines.multi_task or config.baselines.file)):
         result = search(config=config, out=out, resume=bool(args.resume), stages=args.stages, progress=progress, overrides=overrides,
                         callbacks=callbacks)
@@ -173,18 +175,61 @@ def run_search(args: argparse.Namespace) -> int:
     comparison = search_with_baselines(config, out, resume=bool(args.resume), progress=progress, overrides=overrides, callbacks=callbacks)
     if not _is_main():
         return 0
-    cfg = load_config(os.path.join(out, "config.yaml"))
-    split = "test" if comparison.searched.test is not None else "val"
-    title = f"{cfg.data.benchmark or 'search'} ({split} split), seed {cfg.seed}"
-    table = comparison_table(comparison, title)
+    table = _write_table(comparison, out)
+    print(table.text())
+    print(f"\npolicy: {comparison.searched.policy}; run directory: {os.path.abspath(out)}")
+    print(f"wall time: {time.perf_counter() - started:.1f} s")
+    sys.stdout.flush()
+    return 0
+
+
+def _write_table(comparison: Any, out: str) -> Any:
+    """The results table of one finished run with its baselines, written into its directory."""
+    from automtl.search.config import load_config
+    from automtl.search.report import comparison_table
     from automtl.search.run import RunDir
 
+    cfg = load_config(os.path.join(out, "config.yaml"))
+    split = "test" if comparison.searched.test is not None else "val"
+    table = comparison_table(comparison, f"{cfg.data.benchmark or 'search'} ({split} split), seed {cfg.seed}")
     run = RunDir(out)
     run.write_text("table.txt", table.text() + "\n")
     run.write_text("table.md", table.markdown())
     run.write_json("table.json", table.to_dict())
-    print(table.text())
-    print(f"\npolicy: {comparison.searched.policy}; run directory: {run.path}")
+    return table
+
+
+def _search_seeds(args: argparse.Namespace, config: Any, out: str, progress: bool, callbacks: List[Any], started: float) -> int:
+    """--seeds: the whole job (search and baselines) once per seed, in OUT/seed-<s>, and the
+    summary (mean ± std over the seeds) in OUT."""
+    from automtl.methods.seeds import parse_seeds, seed_table
+    from automtl.search.pipeline import search_with_baselines
+    from automtl.search.run import RunDir
+
+    if args.stages:
+        raise ConfigError("--seeds runs whole jobs: run stages of one seed's run (--out OUT/seed-<s> --seed S) instead")
+    if args.seed is not None:
+        raise ConfigError("give either --seed or --seeds, not both")
+    seeds = parse_seeds(args.seeds)
+    run = RunDir(out)
+    taken = [f"seed-{s}" for s in seeds if os.path.exists(run.file(f"seed-{s}"))]
+    if taken:
+        raise ConfigError(f"{run.path} already holds {', '.join(taken)}; choose another --out")
+    tables = {}
+    for seed in seeds:
+        where = run.file(f"seed-{seed}")
+        comparison = search_with_baselines(config.replace(seed=seed), where, progress=progress, callbacks=callbacks)
+        if _is_main():
+            tables[seed] = _write_table(comparison, where)
+    if not _is_main():
+        return 0
+    summary = seed_table(tables)
+    run.write_text("table.txt", summary.text() + "\n")
+    run.write_text("table.md", summary.markdown())
+    run.write_text("table.csv", summary.csv())
+    run.write_json("table.json", summary.to_dict())
+    print(summary.text())
+    print(f"\nrun directory: {run.path} (one run per seed in seed-<s>/)")
     print(f"wall time: {time.perf_counter() - started:.1f} s")
     sys.stdout.flush()
     return 0
