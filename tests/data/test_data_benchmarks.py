@@ -36,8 +36,8 @@ def run_one_step(bench, **task_overrides):
     return {name: m.compute() for name, m in metrics.items()}
 
 
-def test_registry_lists_the_five_benchmarks():
-    assert list(BENCHMARKS) == ["scenes", "multi-mnist", "nyuv2", "cityscapes", "taskonomy"]
+def test_registry_lists_the_six_benchmarks():
+    assert list(BENCHMARKS) == ["scenes", "multi-mnist", "textured-mnist", "nyuv2", "cityscapes", "taskonomy"]
 
 
 def test_scenes_benchmark():
@@ -81,7 +81,7 @@ def test_real_benchmarks_without_a_size_keep_the_native_resolution(cityscapes_ro
 def test_benchmark_errors(tmp_path):
     with pytest.raises(ConfigError) as err:
         get_benchmark("imagenet")
-    assert str(err.value) == "unknown benchmark 'imagenet'; the benchmarks are: scenes, multi-mnist, nyuv2, cityscapes, taskonomy"
+    assert str(err.value) == "unknown benchmark 'imagenet'; the benchmarks are: scenes, multi-mnist, textured-mnist, nyuv2, cityscapes, taskonomy"
     with pytest.raises(ConfigError) as err:
         get_benchmark("nyuv2")
     assert str(err.value) == (
