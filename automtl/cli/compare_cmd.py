@@ -14,10 +14,12 @@ from automtl.errors import ConfigError
 DESCRIPTION = """\
 Run each sharing method with the same data, backbone, configuration (steps, optimisers, data
 order) and seed - every method's SuperModel compiled afresh from the same spec, so all start
-from the same weights - and print one table: parameters (absolute, and % against single-task),
-each task's metrics, the relative performance dt_i per task and dt (against the single-task
-row), and the wall time of each method's run. Every final model trains for post_train.steps;
-the search methods spend their pre-train and policy-train steps on top.
+from the same weights - and print one table: parameters and MACs (what the final model
+computes for one input of the benchmark's size, work shared by tasks counted once; both
+absolute, and % against single-task), each task's metrics, the relative performance dt_i per
+task and dt (against the single-task row), and the wall time of each method's run. Every
+final model trains for post_train.steps; the search methods spend their pre-train and
+policy-train steps on top.
 
 On the built-in benchmarks the steps are lighter than automtl search's, so that the five
 methods finish in a few minutes on a 2-core CPU: scenes 80 / 160 / 160 and multi-mnist

@@ -14,7 +14,10 @@ shapes:
 
 Element-wise ops, pooling and activations are not counted (the usual convention); FLOPs are
 2 x MACs. A task's cost counts every operator on its path from the input to its output, shared
-ones included; the model's total counts every operator once.
+ones included; the model's total counts every operator once. The total is also split by kind
+(:attr:`ModelCost.macs_by_kind`: ``conv`` - skip projections included -, ``linear`` - matmuls
+included - and ``norm``); ``conv`` + ``linear`` is what a FLOP counter of the dense products
+(``torch.utils.flop_counter``) counts, halved.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ _CONV_FUNCTIONS = (F.conv1d, F.conv2d, F.conv3d)
 _CONV_TRANSPOSE_FUNCTIONS = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)
 _MATMUL_FUNCTIONS = (torch.matmul, operator.matmul, torch.mm, torch.bmm)
 _NORM_FUNCTIONS = (F.batch_norm, F.layer_norm, F.group_norm, F.instance_norm)
+#: the kinds :attr:`ModelCost.macs_by_kind` splits the total into
+KINDS = ("conv", "linear", "norm")
 
 
 @dataclasses.dataclass
@@ -73,6 +78,8 @@ class ModelCost:
     operators: List[OperatorCost]
     parameters: int
     macs: int
+    #: ``macs`` by kind of operator (:data:`KINDS`); the values add up to ``macs``
+    macs_by_kind: Dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def flops(self) -> int:
@@ -189,18 +196,20 @@ class _ShapeRecorder(torch.fx.Interpreter):
         n.meta[_SHAPE] = result.shape if isinstance(result, torch.Tensor) else None
         return result
 
-    def _counted(self, n: torch.fx.Node) -> Tuple[Any, int]:
-        total = [0]
+    def _counted(self, n: torch.fx.Node) -> Tuple[Any, Dict[str, int]]:
+        total: Dict[str, int] = {}
 
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
             first = next((i for i in inputs if isinstance(i, torch.Tensor)), None)
-            if isinstance(output, torch.Tensor):
-                total[0] += operator_macs(module, None if first is None else first.shape, output.shape)
+            kind = operator_kind(module)
+            if kind is not None and isinstance(output, torch.Tensor):
+                macs = operator_macs(module, None if first is None else first.shape, output.shape)
+                total[kind] = total.get(kind, 0) + macs
 
         module = self.module.get_submodule(n.target)
         handles = [m.register_forward_hook(hook) for m in module.modules()]
         try:
-            return super().run_node(n), total[0]
+            return super().run_node(n), total
         finally:
             for handle in handles:
                 handle.remove()
@@ -216,6 +225,18 @@ def _shape(node: Any) -> Optional[torch.Size]:
 
 def _numel(shape: Optional[Sequence[int]]) -> int:
     return int(math.prod(shape)) if shape is not None else 0
+
+
+def operator_kind(module: nn.Module) -> Optional[str]:
+    """The kind (:data:`KINDS`) :func:`operator_macs` counts ``module`` as, None when it counts
+    nothing for it."""
+    if isinstance(module, (nn.modules.conv._ConvNd, ConvSkip, ConvTransposeSkip)):
+        return "conv"
+    if isinstance(module, (nn.Linear, LinearSkip)):
+        return "linear"
+    if isinstance(module, _NORMS):
+        return "norm"
+    return None
 
 
 def operator_macs(module: nn.Module, in_shape: Optional[Sequence[int]], out_shape: Optional[Sequence[int]]) -> int:
@@ -238,32 +259,37 @@ def operator_macs(module: nn.Module, in_shape: Optional[Sequence[int]], out_shap
     return 0
 
 
-def _module_macs(module: nn.Module, node: torch.fx.Node) -> int:
+def _module_macs(module: nn.Module, node: torch.fx.Node) -> Dict[str, int]:
+    """MACs of one module call, by kind."""
     if _MACS in node.meta:  # an opaque module: counted inside while it ran
-        return int(node.meta[_MACS])
+        return dict(node.meta[_MACS])
+    kind = operator_kind(module)
+    if kind is None:
+        return {}
     first_input = node.all_input_nodes[0] if node.all_input_nodes else None
-    return operator_macs(module, _shape(first_input), _shape(node))
+    return {kind: operator_macs(module, _shape(first_input), _shape(node))}
 
 
-def _function_macs(node: torch.fx.Node) -> int:
+def _function_macs(node: torch.fx.Node) -> Dict[str, int]:
+    """MACs of one function call, by kind."""
     target = node.target
     out = _numel(_shape(node))
     args = list(node.args) + list(node.kwargs.values())
     if target in _CONV_FUNCTIONS and len(node.args) >= 2:
         weight = _shape(node.args[1])
-        return out * _numel(weight[1:]) if weight is not None else 0
+        return {"conv": out * _numel(weight[1:]) if weight is not None else 0}
     if target in _CONV_TRANSPOSE_FUNCTIONS and len(node.args) >= 2:
         weight = _shape(node.args[1])
-        return _numel(_shape(node.args[0])) * _numel(weight[1:]) if weight is not None else 0
+        return {"conv": _numel(_shape(node.args[0])) * _numel(weight[1:]) if weight is not None else 0}
     if target is F.linear and len(node.args) >= 2:
         weight = _shape(node.args[1])
-        return out * weight[-1] if weight is not None else 0
+        return {"linear": out * weight[-1] if weight is not None else 0}
     if target in _MATMUL_FUNCTIONS and len(args) >= 2:
         left = _shape(node.args[0])
-        return out * left[-1] if left is not None and len(left) else 0
+        return {"linear": out * left[-1] if left is not None and len(left) else 0}
     if target in _NORM_FUNCTIONS:
-        return out
-    return 0
+        return {"norm": out}
+    return {}
 
 
 def model_cost(model: nn.Module, input_size: Sequence[int] = (3, 224, 224)) -> ModelCost:
@@ -286,22 +312,29 @@ def model_cost(model: nn.Module, input_size: Sequence[int] = (3, 224, 224)) -> M
     task_names = list(next(n for n in flat.graph.nodes if n.op == "output").args[0].keys())
 
     operators: Dict[str, OperatorCost] = {}
-    macs_of_node: Dict[torch.fx.Node, int] = {}
+    kinds_of_node: Dict[torch.fx.Node, Dict[str, int]] = {}
     for node in flat.graph.nodes:
         tasks = reach.get(node, ())
         if node.op == "call_module":
             module = flat.get_submodule(node.target)
-            macs_of_node[node] = _module_macs(module, node)
+            kinds_of_node[node] = _module_macs(module, node)
             params = sum(p.numel() for p in module.parameters())
-            if params or macs_of_node[node]:
-                _add(operators, node.target, type(module).__name__, tasks, params, macs_of_node[node])
+            macs = sum(kinds_of_node[node].values())
+            if params or macs:
+                _add(operators, node.target, type(module).__name__, tasks, params, macs)
         elif node.op == "call_function":
-            macs_of_node[node] = _function_macs(node)
+            kinds_of_node[node] = _function_macs(node)
         elif node.op == "get_attr":
             value = _fetch(flat, node.target)
             if isinstance(value, nn.Parameter):
                 _add(operators, node.target, "Parameter", tasks, value.numel(), 0)
 
+    macs_of_node = {node: sum(kinds.values()) for node, kinds in kinds_of_node.items()}
+    by_kind = {kind: 0 for kind in KINDS}
+    for node, kinds in kinds_of_node.items():
+        if reach.get(node):  # computed for some task: counted once
+            for kind, macs in kinds.items():
+                by_kind[kind] += macs
     task_costs: Dict[str, TaskCost] = {}
     for task in task_names:
         macs = sum(m for n, m in macs_of_node.items() if task in reach.get(n, ()))
@@ -312,6 +345,7 @@ def model_cost(model: nn.Module, input_size: Sequence[int] = (3, 224, 224)) -> M
         operators=list(operators.values()),
         parameters=_parameters(flat, reach, None),
         macs=sum(m for n, m in macs_of_node.items() if reach.get(n)),
+        macs_by_kind=by_kind,
     )
 
 

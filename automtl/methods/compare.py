@@ -7,8 +7,9 @@ Every method runs the stages it has with the one config - the same pre-, policy-
 post-train steps, optimisers and data order - on a SuperModel compiled afresh from the same
 model spec, so every method starts from the same initial weights. Each final model trains for
 ``post_train.steps`` (methods that search spend their search stages on top; the time column
-shows what each one cost). The table has one row per method: parameters (and % against the
-single-task row), each task's metrics, Δtᵢ and Δt against the single-task row (or a stored
+shows what each one cost). The table has one row per method: parameters and MACs (what the
+final model computes for one input, shared work counted once; both also as % against the
+single-task model), each task's metrics, Δtᵢ and Δt against the single-task row (or a stored
 baseline file, ``baselines.file``), and the wall time of the method's run.
 """
 
@@ -25,7 +26,7 @@ from automtl.errors import ConfigError
 from automtl.policy import Policy
 from automtl.search.build import Experiment, build_experiment, build_supermodel
 from automtl.search.config import SearchConfig, load_config
-from automtl.search.pipeline import SearchResult, search
+from automtl.search.pipeline import SearchResult, input_size_of, model_macs, search
 from automtl.search.report import Row, Table, results_table
 from automtl.search.run import RunDir
 from automtl.search.strategy import ALIASES, METHODS
@@ -171,13 +172,13 @@ def comparison_of(results: Dict[str, SearchResult], cfg: SearchConfig, experimen
         baseline = load_baseline(cfg.baselines.file)
     else:
         baseline = {}
-    stl_parameters = sm.derive(Policy.all_own(sm)).num_parameters()
-    rows = [Row(LABELS.get(name, name), r.parameters, r.metrics, r.seconds) for name, r in results.items()]
+    single_task_model = sm.derive(Policy.all_own(sm))
+    stl_parameters = single_task_model.num_parameters()
+    stl_macs = model_macs(single_task_model, sm)
+    rows = [Row(LABELS.get(name, name), r.parameters, r.metrics, r.seconds, r.macs) for name, r in results.items()]
     split = "test" if any(r.test is not None for r in results.values()) else "val"
     title = f"{cfg.data.benchmark or 'comparison'} ({split} split), seed {cfg.seed}, weighting {cfg.weighting}"
-    table = results_table(rows, baseline, higher_is_better_of(sm.tasks), stl_parameters, title)
-    notes = list(table.notes)
+    table = results_table(rows, baseline, higher_is_better_of(sm.tasks), stl_parameters, title, stl_macs, input_size_of(sm))
     if not baseline:
-        notes.append("no single-task row or baseline file: Δt is not computed")
-    return TimedTable(table.rows, table.tasks, table.metric_names, table.higher_is_better, table.baseline_parameters,
-                      table.relative, table.title, notes)
+        table.notes.append("no single-task row or baseline file: Δt is not computed")
+    return TimedTable(**{field.name: getattr(table, field.name) for field in dataclasses.fields(table)})

@@ -7,19 +7,20 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
+import warnings
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch.utils.data import Dataset
 
-from automtl.errors import CheckpointError, ConfigError
+from automtl.errors import AutoMTLError, CheckpointError, ConfigError
 from automtl.export.derive import MultiTaskModel, derive
 from automtl.io import atomic_torch_save, safe_torch_load
 from automtl.policy import Policy
 from automtl.search.batches import check_dataset
 from automtl.search.build import MODEL_FORMAT, Experiment, build_experiment, build_supermodel
 from automtl.search.checkpoint import load_checkpoint
-from automtl.search.preflight import preflight
+from automtl.search.preflight import compiled_input_shape, preflight
 from automtl.search.config import STAGES, SearchConfig, load_config
 from automtl.search.distributed import Runtime, setup_runtime
 from automtl.search.run import RunDir
@@ -34,7 +35,9 @@ ConfigLike = Union[None, str, os.PathLike, Mapping[str, Any], SearchConfig]
 
 @dataclasses.dataclass
 class SearchResult:
-    """What a search produced. ``model`` and the metrics are None when post-train did not run."""
+    """What a search produced. ``model`` and the metrics are None when post-train did not run.
+    ``macs``: what ``model`` computes for one input of the size the SuperModel was compiled
+    for (:func:`model_macs`)."""
 
     method: str
     policy: Policy
@@ -44,6 +47,7 @@ class SearchResult:
     supermodel: SuperModel
     run_dir: Optional[str]
     seconds: float
+    macs: Optional[int] = None
 
     @property
     def metrics(self) -> Optional[Dict[str, Dict[str, float]]]:
@@ -192,6 +196,7 @@ def search(
     seconds = time.perf_counter() - started
     if post is None:
         return SearchResult(strategy.name, Policy.argmax(model), None, None, None, model, run.path if run else None, seconds)
+    macs = model_macs(post.model, model)
     if run is not None and runtime.is_main:
         save_final_model(run, post.model, post.policy, spec)
         run.write_json(
@@ -200,13 +205,39 @@ def search(
                 "method": strategy.name,
                 "parameters": post.model.num_parameters(),
                 "parameters_per_task": {t: post.model.num_parameters(t) for t in post.model.task_names},
+                "macs": macs,
+                "input_size": input_size_of(model),
                 "policy_counts": {name: post.policy.count(name) for name in ("shared", "own", "skip")},
                 "val": post.val,
                 "test": post.test,
                 "seconds": seconds,
             },
         )
-    return SearchResult(strategy.name, post.policy, post.model, post.val, post.test, model, run.path if run else None, seconds)
+    return SearchResult(strategy.name, post.policy, post.model, post.val, post.test, model, run.path if run else None, seconds, macs)
+
+
+def input_size_of(sm: SuperModel) -> Optional[List[int]]:
+    """One input's size (no batch): that of the example input ``sm`` was compiled with."""
+    shape = compiled_input_shape(sm)
+    return None if shape is None or len(shape) < 2 else [int(s) for s in shape[1:]]
+
+
+def model_macs(model: MultiTaskModel, sm: SuperModel) -> Optional[int]:
+    """The MACs ``model`` (derived from ``sm``) computes for one input of ``sm``'s size, work
+    shared by several tasks counted once: :func:`automtl.export.model_cost`'s total, the
+    count the results tables show. None, with a warning, when it cannot be counted - a
+    trained model is not thrown away for want of its cost."""
+    from automtl.export.cost import model_cost
+
+    size = input_size_of(sm)
+    if size is None:
+        warnings.warn("the model's MACs are not counted: the SuperModel has no example input shape", stacklevel=2)
+        return None
+    try:
+        return model_cost(model, size).macs
+    except AutoMTLError as exc:
+        warnings.warn(f"the model's MACs are not counted: {exc}", stacklevel=2)
+        return None
 
 
 def _initial_state(model: SuperModel, run: Optional[RunDir], runtime: Runtime) -> Dict[str, torch.Tensor]:
@@ -311,6 +342,8 @@ class Comparison:
     single_task_parameters: int
     higher_is_better: Dict[str, Dict[str, bool]]
     run_dir: Optional[str]
+    single_task_macs: Optional[int] = None
+    input_size: Optional[List[int]] = None  # the MACs are counted for one input of this size
 
 
 def search_with_baselines(
@@ -357,8 +390,11 @@ def search_with_baselines(
         stl_metrics = single.metrics
     else:
         stl_metrics = {}
-    stl_params = derive(experiment.supermodel, Policy.all_own(experiment.supermodel)).num_parameters()
+    stl_model = derive(experiment.supermodel, Policy.all_own(experiment.supermodel))
+    stl_params = stl_model.num_parameters()
+    stl_macs = model_macs(stl_model, experiment.supermodel)
     is_main = not (torch.distributed.is_available() and torch.distributed.is_initialized()) or torch.distributed.get_rank() == 0
     if run is not None and is_main and single is not None and single.metrics is not None:
         save_baseline(run.file("baseline.json"), single.metrics)
-    return Comparison(searched, single, multi, stl_metrics, stl_params, directions, run.path if run else None)
+    return Comparison(searched, single, multi, stl_metrics, stl_params, directions, run.path if run else None, stl_macs,
+                      input_size_of(experiment.supermodel))

@@ -1,6 +1,10 @@
 """The results table, in the shape of the papers' tables: one row per model (single-task,
-multi-task, searched), columns for parameters (absolute, and relative to single-task), each
-task's metrics, Δtᵢ per task and Δt."""
+multi-task, searched), columns for parameters and for MACs (absolute, and relative to
+single-task), each task's metrics, Δtᵢ per task and Δt.
+
+MACs are what the derived model computes for one input at the size it was built for, work
+that several tasks do on the same input counted once (:func:`automtl.export.model_cost`, the
+count ``automtl info`` prints)."""
 
 from __future__ import annotations
 
@@ -17,12 +21,13 @@ class Row:
     parameters: Optional[int]
     metrics: Optional[Mapping[str, Mapping[str, float]]]
     seconds: Optional[float] = None
+    macs: Optional[int] = None  # None: not counted (e.g. a table written before MACs were)
 
 
 @dataclasses.dataclass
 class Table:
-    """Rows with their Δtᵢ, Δt and parameter ratios computed; render with :meth:`text` or
-    :meth:`markdown`, or take :meth:`to_dict`."""
+    """Rows with their Δtᵢ, Δt, parameter and MAC ratios computed; render with :meth:`text`
+    or :meth:`markdown`, or take :meth:`to_dict`."""
 
     rows: List[Row]
     tasks: List[str]
@@ -32,12 +37,14 @@ class Table:
     relative: Dict[str, Optional[Dict[str, Any]]]
     title: str = ""
     notes: List[str] = dataclasses.field(default_factory=list)
+    baseline_macs: Optional[int] = None  # the single-task model's, for the "Rel. (%)" of MACs
+    input_size: Optional[List[int]] = None  # one input (no batch) the MACs are counted for
 
     def cells(self) -> Tuple[List[Tuple[str, int]], List[str], List[List[str]]]:
         """(column groups as (label, span), header, body rows): the cells :meth:`text`,
         :meth:`markdown` and the HTML report lay out."""
-        groups: List[Tuple[str, int]] = [("", 1), ("# Params", 2)]
-        header = ["Model", "Abs. (M)", "Rel. (%)"]
+        groups: List[Tuple[str, int]] = [("", 1), ("# Params", 2), ("MACs", 2)]
+        header = ["Model", "Abs. (M)", "Rel. (%)", "Abs. (M)", "Rel. (%)"]
         for task in self.tasks:
             names = self.metric_names[task]
             groups.append((task, len(names) + 1))
@@ -48,7 +55,8 @@ class Table:
         body: List[List[str]] = []
         for row in self.rows:
             rel = self.relative.get(row.name)
-            cells = [row.name, _fmt_params(row.parameters), _fmt_ratio(row.parameters, self.baseline_parameters)]
+            cells = [row.name, _fmt_params(row.parameters), _fmt_ratio(row.parameters, self.baseline_parameters),
+                     _fmt_params(row.macs), _fmt_ratio(row.macs, self.baseline_macs)]
             for task in self.tasks:
                 values = (row.metrics or {}).get(task, {})
                 cells += [_fmt(values.get(m)) for m in self.metric_names[task]]
@@ -97,14 +105,16 @@ class Table:
     def from_dict(cls, data: Mapping[str, Any]) -> "Table":
         """The table :meth:`to_dict` wrote (e.g. a run's ``table.json``)."""
         try:
-            rows = [Row(r["name"], r.get("parameters"), r.get("metrics"), r.get("seconds")) for r in data["rows"]]
+            rows = [Row(r["name"], r.get("parameters"), r.get("metrics"), r.get("seconds"), r.get("macs")) for r in data["rows"]]
             tasks = list(data["tasks"])
             directions = {t: dict((data.get("higher_is_better") or {}).get(t, {})) for t in tasks}
             relative = {r["name"]: r.get("delta") for r in data["rows"]}
         except (KeyError, TypeError, AttributeError) as exc:
             raise ConfigError(f"not a results table written by Table.to_dict (missing or malformed {exc})") from None
         names = {t: list(directions[t]) or _names(rows, t) for t in tasks}
-        return cls(rows, tasks, names, directions, data.get("baseline_parameters"), relative, data.get("title", ""), list(data.get("notes", [])))
+        size = data.get("input_size")
+        return cls(rows, tasks, names, directions, data.get("baseline_parameters"), relative, data.get("title", ""),
+                   list(data.get("notes", [])), data.get("baseline_macs"), list(size) if size else None)
 
     def to_dict(self) -> Dict[str, Any]:
         return {
@@ -112,12 +122,16 @@ class Table:
             "tasks": self.tasks,
             "higher_is_better": self.higher_is_better,
             "baseline_parameters": self.baseline_parameters,
+            "baseline_macs": self.baseline_macs,
+            "input_size": self.input_size,
             "notes": self.notes,
             "rows": [
                 {
                     "name": row.name,
                     "parameters": row.parameters,
                     "parameters_vs_single_task_pct": _ratio(row.parameters, self.baseline_parameters),
+                    "macs": row.macs,
+                    "macs_vs_single_task_pct": _ratio(row.macs, self.baseline_macs),
                     "metrics": row.metrics,
                     "delta": self.relative.get(row.name),
                     "seconds": row.seconds,
@@ -133,9 +147,13 @@ def results_table(
     higher_is_better: Mapping[str, Mapping[str, bool]],
     baseline_parameters: Optional[int],
     title: str = "",
+    baseline_macs: Optional[int] = None,
+    input_size: Optional[Sequence[int]] = None,
 ) -> Table:
     """Build the table; Δtᵢ and Δt of every row are computed against ``baseline_metrics``
-    (:func:`automtl.tasks.relative_performance`)."""
+    (:func:`automtl.tasks.relative_performance`), the parameter and MAC ratios against
+    ``baseline_parameters`` and ``baseline_macs`` (the single-task model's). ``input_size``:
+    one input's size (no batch) the rows' MACs were counted for."""
     from automtl.tasks import relative_performance
 
     rows = list(rows)
@@ -164,7 +182,11 @@ def results_table(
         usable = {t: vals for t, vals in usable.items() if vals}
         relative[row.name] = relative_performance(usable, baseline_metrics, directions) if usable and baseline_metrics else None
     notes = [f"Δt leaves out metrics whose single-task value is 0 or undefined: {', '.join(left_out)}"] if left_out else []
-    return Table(rows, tasks, names, directions, baseline_parameters, relative, title, notes)
+    size = [int(s) for s in input_size] if input_size is not None else None
+    if size is not None and any(row.macs is not None for row in rows):
+        notes.append(f"MACs: multiply-accumulates of the model for one {'x'.join(map(str, size))} input, "
+                     "work shared by several tasks counted once (automtl info shows them per task)")
+    return Table(rows, tasks, names, directions, baseline_parameters, relative, title, notes, baseline_macs, size)
 
 
 def _usable(value: Optional[float], zero_ok: bool = False) -> bool:
@@ -193,7 +215,7 @@ def _fmt_delta(value: Optional[float]) -> str:
     return "-" if value is None else f"{value:+.1f}"
 
 
-def _fmt_params(count: Optional[int]) -> str:
+def _fmt_params(count: Optional[int]) -> str:  # parameters and MACs, in millions
     return "-" if count is None else f"{count / 1e6:.3f}"
 
 
@@ -214,12 +236,18 @@ def comparison_table(comparison: Any, title: str = "") -> Table:
     """The table of a :class:`~automtl.search.pipeline.Comparison`."""
     rows = []
     if comparison.single_task is not None:
-        rows.append(Row("Single-Task", comparison.single_task.parameters, comparison.single_task.metrics, comparison.single_task.seconds))
+        rows.append(_row("Single-Task", comparison.single_task))
     elif comparison.single_task_metrics:
-        rows.append(Row("Single-Task (file)", comparison.single_task_parameters, comparison.single_task_metrics))
+        rows.append(Row("Single-Task (file)", comparison.single_task_parameters, comparison.single_task_metrics,
+                        macs=comparison.single_task_macs))
     if comparison.multi_task is not None:
-        rows.append(Row("Multi-Task", comparison.multi_task.parameters, comparison.multi_task.metrics, comparison.multi_task.seconds))
+        rows.append(_row("Multi-Task", comparison.multi_task))
     searched = comparison.searched
-    label = {"automtl": "AutoMTL"}.get(searched.method, searched.method)
-    rows.append(Row(label, searched.parameters, searched.metrics, searched.seconds))
-    return results_table(rows, comparison.single_task_metrics, comparison.higher_is_better, comparison.single_task_parameters, title)
+    rows.append(_row({"automtl": "AutoMTL"}.get(searched.method, searched.method), searched))
+    return results_table(rows, comparison.single_task_metrics, comparison.higher_is_better, comparison.single_task_parameters,
+                         title, comparison.single_task_macs, comparison.input_size)
+
+
+def _row(label: str, result: Any) -> Row:
+    """The row of a :class:`~automtl.search.pipeline.SearchResult`."""
+    return Row(label, result.parameters, result.metrics, result.seconds, result.macs)

@@ -133,6 +133,11 @@ def _parameters_section(contents: "RunContents", figures: "Figures") -> str:
             out.append("</tbody></table>")
     else:
         out.append('<p class="note">no final model yet</p>')
+    if results.get("macs") is not None:
+        size = results.get("input_size")
+        where = f" for one {'x'.join(str(d) for d in size)} input" if size else ""
+        out.append(f"<p>compute{_e(where)}: {_count(results['macs'])} MACs (multiply-accumulates of the final model, "
+                   "work shared by several tasks counted once)</p>")
     if contents.policy is not None:
         policy = contents.policy
         counts = ", ".join(f"{policy.count(o)} {o}" for o in OPTIONS)

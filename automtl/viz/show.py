@@ -178,17 +178,17 @@ def _read_table(run: RunDir, results: Optional[Mapping[str, Any]], sm: Optional[
     if results is None:
         notes.append("no results yet (results.json is written when post-train ends)")
         return None
-    rows, single, single_params = [], {}, None
+    rows, single, single_params, single_macs = [], {}, None, None
     labels = {"single_task": "Single-Task", "multi_task": "Multi-Task"}
     for name, label in labels.items():
         found = _optional_json(run.sub(name), "results.json")
         if found is not None:
             metrics = _final_metrics(found)
-            rows.append(Row(label, found.get("parameters"), metrics, found.get("seconds")))
+            rows.append(Row(label, found.get("parameters"), metrics, found.get("seconds"), found.get("macs")))
             if name == "single_task":
-                single, single_params = metrics or {}, found.get("parameters")
+                single, single_params, single_macs = metrics or {}, found.get("parameters"), found.get("macs")
     label = {"automtl": "AutoMTL"}.get(str(results.get("method")), str(results.get("method", "searched")))
-    rows.append(Row(label, results.get("parameters"), _final_metrics(results), results.get("seconds")))
+    rows.append(Row(label, results.get("parameters"), _final_metrics(results), results.get("seconds"), results.get("macs")))
     directions: Dict[str, Dict[str, bool]] = {}
     if sm is not None:
         from automtl.tasks import higher_is_better_of
@@ -196,7 +196,8 @@ def _read_table(run: RunDir, results: Optional[Mapping[str, Any]], sm: Optional[
         directions = higher_is_better_of(sm.tasks)
     split = "test" if results.get("test") else "val"
     try:
-        return results_table(rows, single if directions else {}, directions, single_params, title=f"{split} split")
+        return results_table(rows, single if directions else {}, directions, single_params, title=f"{split} split",
+                             baseline_macs=single_macs, input_size=results.get("input_size"))
     except AutoMTLError as exc:
         notes.append(f"no results table: {first_line(exc)}")
         return None

@@ -48,10 +48,21 @@ def test_compare_all_methods_on_scenes(tmp_path, capsys):
     assert rows["Single-Task"]["delta"]["mean"] == 0.0
     assert rows["Max-Roaming"]["parameters"] == rows["Multi-Task"]["parameters"] < rows["Single-Task"]["parameters"]
     assert all(r["seconds"] > 0 for r in table["rows"])
+    # MACs: what each method's final model computes for one 3x16x16 scene, shared work once
+    import automtl
+    from automtl.export import model_cost
+
+    methods = ["single_task", "multi_task", "automtl", "adashare", "roaming"]
+    macs = {name: model_cost(automtl.load_run(out / name)[0], (3, 16, 16)).macs for name in methods}
+    assert [r["macs"] for r in table["rows"]] == [macs[name] for name in methods]
+    assert table["baseline_macs"] == macs["single_task"] and table["input_size"] == [3, 16, 16]
+    assert rows["Multi-Task"]["macs_vs_single_task_pct"] == pytest.approx((macs["multi_task"] - macs["single_task"]) / macs["single_task"] * 100)
     with open(out / "table.csv", newline="") as f:
         lines = list(csv.reader(f))
-    assert lines[0][:3] == ["Model", "# Params Abs. (M)", "# Params Rel. (%)"] and lines[0][-1] == "Time (s)"
+    assert lines[0][:5] == ["Model", "# Params Abs. (M)", "# Params Rel. (%)", "MACs Abs. (M)", "MACs Rel. (%)"]
+    assert lines[0][-1] == "Time (s)"
     assert [line[0] for line in lines[1:]] == ["Single-Task", "Multi-Task", "AutoMTL", "AdaShare", "Max-Roaming"]
+    assert [line[3] for line in lines[1:]] == [f"{macs[name] / 1e6:.3f}" for name in methods]
     assert "| AdaShare |" in (out / "table.md").read_text()
     for method, stages in [("single_task", ["post_train"]), ("multi_task", ["post_train"]), ("roaming", ["post_train"]),
                            ("automtl", ["pretrain", "policy_train", "post_train"]), ("adashare", ["pretrain", "policy_train", "post_train"])]:

@@ -21,7 +21,8 @@ from export_models import TinyNet
 def tiny():
     x = torch.randn(2, 3, 12, 12)
     tasks = [Task("cls", head=nn.Linear(5, 3)), Task("reg")]
-    return automtl.compile(TinyNet(), tasks, example_input=x).eval()
+    # per-task norms, as these hand counts assume (the default norm mode is not pinned here)
+    return automtl.compile(TinyNet(), tasks, example_input=x, norm="per_task").eval()
 
 
 # TinyNet on 3x12x12: stem conv 3->8 (k3, 12x12), mid conv 8->8 (k3, 12x12), down conv 8->16

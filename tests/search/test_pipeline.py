@@ -50,6 +50,16 @@ def test_run_directory_layout(finished):
     assert results["test"]["metrics"] == result.test["metrics"]
 
 
+def test_results_carry_the_final_models_macs(finished):
+    out, result, sm = finished
+    from automtl.export import model_cost
+
+    expected = model_cost(result.model, (1, 8, 8)).macs  # the toy images' size
+    assert result.macs == expected > 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["macs"] == expected and results["input_size"] == [1, 8, 8]
+
+
 def test_load_run_with_the_supermodel(finished):
     out, result, sm = finished
     model, meta = automtl.load_run(out, supermodel=toy_supermodel())

@@ -1,6 +1,10 @@
 """The report's pieces: the results table read back from table.json and laid out in HTML,
 and the parameter breakdown of a derived model."""
 
+import json
+import os
+import shutil
+
 import pytest
 import torch
 from torch import nn
@@ -8,9 +12,11 @@ from torch import nn
 import automtl
 from automtl import Policy, Task
 from automtl.errors import ConfigError
+from automtl.export import model_cost
 from automtl.search.report import Row, Table, results_table
 from automtl.viz.report import parameter_breakdown, table_html
-from viz_runs import PageParser
+from automtl.viz import read_run
+from viz_runs import PageParser, parse_page
 
 
 def toy_table():
@@ -65,3 +71,38 @@ def test_parameter_breakdown_adds_up():
     assert found["total"] == model.num_parameters() == sum(found["kinds"].values())
     assert found["per_task"]["a"] == {"runs": model.num_parameters("a"), "only": conv2 + 14}
     assert found["per_task"]["b"] == {"runs": model.num_parameters("b"), "only": skip + 7}
+
+
+def test_report_shows_the_final_models_macs(shown, toy_run):
+    out, sm = toy_run
+    model, _ = automtl.load_run(out, supermodel=sm)
+    macs = model_cost(model, (1, 8, 8)).macs  # the toy images' size
+    results = json.loads(open(os.path.join(out, "results.json")).read())
+    assert results["macs"] == macs and results["input_size"] == [1, 8, 8]
+    page = parse_page(shown.report)
+    heads = [t.strip() for t in page.text if t.strip()]
+    assert "MACs" in heads  # the column group of the results table
+    table = read_run(out, supermodel=sm).table
+    groups, header, body = table.cells()
+    assert [label for label, _ in groups][:3] == ["", "# Params", "MACs"]
+    assert body[-1][0] == "AutoMTL" and body[-1][3] == f"{macs / 1e6:.3f}"
+    text = " ".join(page.text)
+    assert f"compute for one 1x8x8 input: {macs:,} MACs" in text
+    assert "MACs: multiply-accumulates of the model for one 1x8x8 input" in text  # the table's note
+
+
+def test_report_table_takes_the_baselines_macs(toy_run, tmp_path):
+    """A run without table.json: the table is built from results.json files, the single-task
+    baseline's MACs the reference of the relative column."""
+    out, sm = toy_run
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns("plots", "report.html", "checkpoints"))
+    results = json.loads((copy / "results.json").read_text())
+    single = dict(results, method="single_task", macs=4 * results["macs"], parameters=2 * results["parameters"])
+    os.makedirs(copy / "baselines" / "single_task")
+    (copy / "baselines" / "single_task" / "results.json").write_text(json.dumps(single))
+    table = read_run(str(copy), supermodel=sm).table
+    rows = {r["name"]: r for r in table.to_dict()["rows"]}
+    assert rows["Single-Task"]["macs"] == 4 * results["macs"] and rows["AutoMTL"]["macs"] == results["macs"]
+    assert rows["AutoMTL"]["macs_vs_single_task_pct"] == -75.0
+    assert table.cells()[2][1][3:5] == [f"{results['macs'] / 1e6:.3f}", "-75.0"]
