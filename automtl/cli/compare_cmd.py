@@ -22,7 +22,7 @@ final model trains for post_train.steps; the search methods spend their pre-trai
 policy-train steps on top.
 
 On the built-in benchmarks the steps are lighter than automtl search's, so that the five
-methods finish in a few minutes on a 2-core CPU: scenes 80 / 160 / 160 and multi-mnist
+methods finish in a few minutes on a 2-core CPU: scenes and textured-mnist 80 / 160 / 160, multi-mnist
 150 / 300 / 300 pre- / policy- / post-train steps (change them with --config or --set).
 """
 
@@ -41,6 +41,7 @@ table.csv and table.json.
 
 examples:
   automtl compare --benchmark scenes --out runs/cmp
+  automtl compare --benchmark textured-mnist --seeds 0,1,2 --out runs/cmp-tm
   automtl compare --benchmark multi-mnist --methods single,multi,adashare --weighting uncertainty
   automtl compare --config my.yaml --methods automtl,roaming --set roaming.sharing_ratio=0.3
 
@@ -51,7 +52,7 @@ Exit status: 0 on success, 2 on a user error.
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags ``compare`` and ``group`` share: what to run on, and training overrides."""
     source = parser.add_argument_group("what to run on")
-    source.add_argument("--benchmark", help="built-in benchmark (scenes, multi-mnist) or an on-disk one with --data-root")
+    source.add_argument("--benchmark", help="built-in benchmark (scenes, multi-mnist, textured-mnist) or an on-disk one with --data-root")
     source.add_argument("--config", help="YAML config file (keys of automtl.search.SearchConfig), on top of the benchmark's preset")
     source.add_argument("--data-root", help="folder of an on-disk dataset")
     train = parser.add_argument_group("training (overrides the config)")
@@ -76,6 +77,8 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--methods", default="single,multi,automtl,adashare,roaming",
                         help="comma-separated methods (default: %(default)s)")
+    parser.add_argument("--seeds", help="comma-separated seeds: the comparison once per seed (OUT/seed-<s>), "
+                        "then one table of mean ± std with every row's Δt per seed")
     add_config_arguments(parser)
     parser.set_defaults(run=run_compare)
 
@@ -89,7 +92,7 @@ def build_config(args: argparse.Namespace, budgets: Optional[Mapping[str, Mappin
     user = read_yaml(args.config) if args.config else {}
     benchmark = args.benchmark or (user.get("data") or {}).get("benchmark")
     if not benchmark:
-        raise ConfigError("say what to run on: --benchmark scenes (or multi-mnist), or --config my.yaml naming data.benchmark")
+        raise ConfigError("say what to run on: --benchmark scenes (or multi-mnist, textured-mnist), or --config my.yaml naming data.benchmark")
     data = merge(merge(preset(benchmark), dict((budgets or {}).get(benchmark, {}))), user)
     apply_override(data, f"data.benchmark={benchmark}")
     for flag, key in (("data_root", "data.root"), ("seed", "seed"), ("weighting", "weighting"), ("device", "device")):
@@ -116,7 +119,15 @@ def run_compare(args: argparse.Namespace) -> int:
     methods = resolve_methods(args.methods)
     config = load_config(build_config(args, COMPARE_BUDGETS))
     out = args.out or default_out("compare", config.data.benchmark)
-    result = compare(config, methods, out=out, progress=not args.quiet)
+    if args.seeds:
+        from automtl.methods.seeds import parse_seeds
+        from automtl.methods.sweep import compare_seeds
+
+        if args.seed is not None:
+            raise ConfigError("give either --seed or --seeds, not both")
+        result = compare_seeds(config, methods, parse_seeds(args.seeds), out=out, progress=not args.quiet)
+    else:
+        result = compare(config, methods, out=out, progress=not args.quiet)
     print(result.table.text())
     print(f"\nrun directory: {result.run_dir}")
     print(f"wall time: {time.perf_counter() - started:.1f} s")

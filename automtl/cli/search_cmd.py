@@ -39,7 +39,7 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     source = parser.add_argument_group("what to run")
-    source.add_argument("--benchmark", help="built-in benchmark (scenes, multi-mnist) or an on-disk one with --data-root")
+    source.add_argument("--benchmark", help="built-in benchmark (scenes, multi-mnist, textured-mnist) or an on-disk one with --data-root")
     source.add_argument("--config", help="YAML config file (keys of automtl.search.SearchConfig)")
     source.add_argument("--backbone", help="backbone: a built-in name, a shipped prototxt name, torchvision:<arch> or a .prototxt path")
     source.add_argument("--task", action="append", dest="tasks", metavar="SPEC", help="task spec name:kind[:classes] (repeat for more tasks)")
@@ -87,7 +87,7 @@ def build_config(args: argparse.Namespace) -> Dict[str, Any]:
     user = read_yaml(args.config) if args.config else {}
     benchmark = args.benchmark or (user.get("data") or {}).get("benchmark")
     if not benchmark and not args.config:
-        raise ConfigError("say what to search on: --benchmark scenes (or multi-mnist), or --config my.yaml")
+        raise ConfigError("say what to search on: --benchmark scenes (or multi-mnist, textured-mnist), or --config my.yaml")
     data = merge(preset(benchmark) if benchmark else {}, user)
     if args.benchmark:
         apply_override(data, f"data.benchmark={args.benchmark}")
@@ -195,6 +195,7 @@ def _write_table(comparison: Any, out: str) -> Any:
     run = RunDir(out)
     run.write_text("table.txt", table.text() + "\n")
     run.write_text("table.md", table.markdown())
+    run.write_text("table.csv", table.csv())
     run.write_json("table.json", table.to_dict())
     return table
 

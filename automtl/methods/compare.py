@@ -15,10 +15,8 @@ baseline file, ``baselines.file``), and the wall time of the method's run.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import difflib
-import io
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -48,6 +46,11 @@ COMPARE_BUDGETS = {
         "policy_train": {"steps": 300, "tau_decay_every": 5},
         "post_train": {"steps": 300},
     },
+    "textured-mnist": {
+        "pretrain": {"steps": 80},
+        "policy_train": {"steps": 160, "tau_decay_every": 4},
+        "post_train": {"steps": 160},
+    },
 }
 LABELS = {
     "single_task": "Single-Task",
@@ -67,19 +70,6 @@ class TimedTable(Table):
         header = header + ["Time (s)"]
         body = [cells + ["-" if row.seconds is None else f"{row.seconds:.0f}"] for row, cells in zip(self.rows, body)]
         return groups, header, body
-
-    def csv(self) -> str:
-        """One header row (metric names prefixed with their task), then one row per method."""
-        groups, header, body = self.cells()
-        named: List[str] = []
-        for label, span in groups:
-            named += [label] * span
-        flat = [f"{g} {h}".strip() if g and not h.startswith("Δt") else h for g, h in zip(named, header)]
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(flat)
-        writer.writerows(body)
-        return buffer.getvalue()
 
 
 @dataclasses.dataclass

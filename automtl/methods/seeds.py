@@ -11,8 +11,6 @@ within the spread. The per-seed tables are kept (:attr:`SeedTable.per_seed`).
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import statistics
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -147,17 +145,8 @@ class SeedTable:
     # the layout of Table's renderers, over this table's cells
     text = Table.text
     markdown = Table.markdown
+    csv = Table.csv
 
-    def csv(self) -> str:
-        groups, header, body = self.cells()
-        named: List[str] = []
-        for label, span in groups:
-            named += [label] * span
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow([f"{g} {h}".strip() if g and not h.startswith("Δt") else h for g, h in zip(named, header)])
-        writer.writerows(body)
-        return buffer.getvalue()
 
     def to_dict(self) -> Dict[str, Any]:
         keys = ["parameters", "macs", "seconds", "delta"] + [f"delta/{t}" for t in self.tasks]

@@ -8,7 +8,9 @@ count ``automtl info`` prints)."""
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 import math
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -100,6 +102,19 @@ class Table:
         if self.notes:
             lines += [""] + self.notes
         return "\n".join(lines) + "\n"
+
+    def csv(self) -> str:
+        """One header row (metric names prefixed with their task), then one row per method."""
+        groups, header, body = self.cells()
+        named: List[str] = []
+        for label, span in groups:
+            named += [label] * span
+        flat = [f"{g} {h}".strip() if g and not h.startswith("Δt") else h for g, h in zip(named, header)]
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(flat)
+        writer.writerows(body)
+        return buffer.getvalue()
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Table":

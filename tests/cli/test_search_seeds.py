@@ -20,6 +20,7 @@ def test_search_over_seeds(tmp_path, capsys):
     for seed in (0, 2):
         table = json.loads((out / f"seed-{seed}" / "table.json").read_text())
         assert table["title"].endswith(f"seed {seed}")
+        assert (out / f"seed-{seed}" / "table.csv").read_text().startswith("Model,")
         assert json.loads((out / f"seed-{seed}" / "run.json").read_text())["stages"] == ["pretrain", "policy_train", "post_train"]
         per_seed[seed] = {r["name"]: r for r in table["rows"]}
     summary = json.loads((out / "table.json").read_text())
