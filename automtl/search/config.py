@@ -45,7 +45,9 @@ DRAWS = ("sample", "argmax", "best_of_k")
 INITS = ("initial", "reset", "inherit")
 STAGES = ("pretrain", "policy_train", "post_train")
 GRANULARITIES = ("block", "operator")
-CANDIDATES = ("all", "pairs")
+CANDIDATES = ("all", "pairs")  # grouping.candidates, the old name of grouping.mode
+GROUPING_MODES = ("full", "esa", "hoa")
+ESA_FRACTION = 0.2  # Standley et al.: "a pass through just 20% of our data"
 
 
 @dataclasses.dataclass
@@ -289,24 +291,67 @@ class RoamingConfig:
 
 @dataclasses.dataclass
 class GroupingConfig:
-    """Task grouping (``automtl group``): which networks to train as candidates
-    (``candidates: all``: one per non-empty subset of tasks; ``pairs``: subsets of one or two
-    tasks, larger ones predicted by the higher-order approximation), whether to add half-size
-    single-task networks (``half_size``, widths scaled so the backbone costs about half),
-    the share of ``post_train.steps`` a candidate trains for before the choice
-    (``fraction`` < 1: the early-stopping approximation), and the inference-cost ``budgets``
-    (in units of one full-size network's backbone MACs; empty: 1, 1.5, ..., number of tasks).
-    The chosen networks are then trained for the full ``post_train.steps``."""
+    """Task grouping (``automtl group``, Standley et al. 2020). ``mode``: ``full`` (the paper's
+    main method: a network per non-empty subset of tasks, each trained for all
+    ``post_train.steps``), ``esa`` (early-stopping approximation: the same networks trained for
+    ``fraction`` of the steps, 0.2 unless set) or ``hoa`` (higher-order approximation: only
+    networks of one or two tasks trained, larger ones predicted from the pairs). ``half_size``
+    adds half-size single-task networks (widths scaled so the network costs about half);
+    ``budgets``: inference-cost budgets in single-task networks (the mean MACs of the full-size
+    single-task networks, heads included; empty: the all-task network's cost, then 1.5, 2,
+    ..., number of tasks). The chosen networks not yet trained fully are then trained for all
+    ``post_train.steps``.
 
-    candidates: str = "all"
+    Old keys still load: ``candidates: pairs`` is ``mode: hoa``, ``candidates: all`` is
+    ``full`` (``esa`` with a ``fraction`` < 1); with no ``mode``, a ``fraction`` < 1 means
+    ``esa``. ``fraction`` < 1 with ``hoa`` trains the pairs for that share of the steps."""
+
+    mode: Optional[str] = None
     half_size: bool = True
-    fraction: float = 0.25
+    fraction: Optional[float] = None
     budgets: List[float] = dataclasses.field(default_factory=list)
+    candidates: Optional[str] = None  # the old name of ``mode`` (all: full/esa, pairs: hoa)
+
+    @property
+    def resolved_mode(self) -> str:
+        """``full``, ``esa`` or ``hoa``: ``mode``, else what the old keys say, else ``full``."""
+        if self.mode is not None:
+            return self.mode
+        if self.candidates == "pairs":
+            return "hoa"
+        return "esa" if self.fraction is not None and self.fraction < 1.0 else "full"
+
+    @property
+    def steps_fraction(self) -> float:
+        """The share of ``post_train.steps`` a trained candidate gets before the choice."""
+        if self.fraction is not None:
+            return self.fraction
+        return ESA_FRACTION if self.resolved_mode == "esa" else 1.0
 
     def check(self, where: str) -> None:
-        _one_of(self.candidates, CANDIDATES, f"{where}.candidates")
-        if not 0.0 < self.fraction <= 1.0:
+        if self.mode is not None:
+            _one_of(self.mode, GROUPING_MODES, f"{where}.mode")
+        if self.candidates is not None:
+            _one_of(self.candidates, CANDIDATES, f"{where}.candidates")
+            implied = ("hoa",) if self.candidates == "pairs" else ("full", "esa")
+            if self.mode is not None and self.mode not in implied:
+                raise ConfigError(
+                    f"{where}.candidates={self.candidates} (the old name of {where}.mode: all is full or esa, "
+                    f"pairs is hoa) contradicts {where}.mode={self.mode}: drop {where}.candidates"
+                )
+        if self.fraction is not None and not 0.0 < self.fraction <= 1.0:
             raise ConfigError(f"{where}.fraction must be in (0, 1], got {self.fraction}")
+        mode = self.resolved_mode
+        if mode == "full" and self.steps_fraction < 1.0:
+            raise ConfigError(
+                f"{where}.mode=full trains every candidate for all post_train.steps, but {where}.fraction is "
+                f"{self.fraction}: set {where}.mode=esa for the early-stopping approximation, or drop {where}.fraction"
+            )
+        if mode == "esa" and self.steps_fraction >= 1.0:
+            raise ConfigError(
+                f"{where}.mode=esa trains the candidates for a fraction < 1 of post_train.steps, got {where}.fraction="
+                f"{self.fraction}: that is {where}.mode=full"
+            )
         for i, budget in enumerate(self.budgets):
             _positive(budget, f"{where}.budgets[{i}]")
 
