@@ -8,7 +8,11 @@ Front-end contract:
 * a prototxt net that builds also runs: at its declared input, every node's output has the
   shape the front end computed statically;
 * a compiled model computes what its backbone computes: the all-shared and the all-own
-  policies give every task exactly the backbone's output.
+  policies give every task exactly the backbone's output;
+* with every task's copies made distinct (tests/task_copies.py), the all-own model gives each
+  task what the backbone loaded with that task's copies computes, and the derived model of a
+  mixed policy computes what the SuperModel computes in fixed mode - so a task run on another
+  task's copy, or on the shared operator, is a finding.
 
 A violation raises :class:`Finding`. The forward and compile checks only run on nets small
 enough to keep every input well under a second (``RUN_LIMITS``); bigger ones are still built,
@@ -20,11 +24,15 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Dict, Optional, Tuple
 
+import sys
+
 import torch
 import torch.fx
 
-import automtl
-from automtl import Policy
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+
+import automtl  # noqa: E402
+from automtl import Policy  # noqa: E402
 from automtl.compiler.fx_frontend import STATIC_SHAPE_KEY
 from automtl.compiler.prototxt.build import build_graph_module
 from automtl.compiler.prototxt.layers import is_supported
@@ -153,6 +161,39 @@ def check_equivalent(sm: Any, backbone: torch.nn.Module, x: torch.Tensor) -> Non
                 for task in TASKS:
                     if not _close(out[task], expected):
                         raise Finding(f"the {name} {where} model's output for task '{task}' differs from the backbone's")
+    check_distinct_copies(sm, backbone, x)
+
+
+def check_distinct_copies(sm: Any, backbone: torch.nn.Module, x: torch.Tensor) -> None:
+    """After every task's copies are made distinct (this changes ``sm``): the all-own model,
+    derived and the SuperModel in fixed mode, gives each task the output of ``backbone``
+    loaded with that task's copies, and a mixed policy's derived model computes what the
+    SuperModel computes in fixed mode."""
+    from task_copies import perturb_copies, task_backbone
+
+    perturb_copies(sm, seed=1)
+    sm.eval()
+    with torch.no_grad():
+        policies = {"all_own": Policy.all_own(sm), "random": Policy.random(sm, seed=0)}
+        for name, policy in policies.items():
+            derived, error = guarded(f"deriving {name}", lambda: sm.derive(policy).eval())
+            if error is not None:
+                raise Finding(f"deriving the {name} policy of a compiled model failed: {error}")
+            outputs = {"derived": derived(x), "supermodel": sm.set_mode("fixed", policy=policy)(x)}
+            for task in TASKS:
+                if name == "all_own":
+                    expected = task_backbone(sm, backbone, task).eval()(x)
+                    for where, out in outputs.items():
+                        if not _close(out[task], expected):
+                            raise Finding(
+                                f"the all_own {where} model's output for task '{task}' differs from the backbone "
+                                "holding that task's copies"
+                            )
+                elif not _close(outputs["derived"][task], outputs["supermodel"][task]):
+                    raise Finding(
+                        f"a mixed policy's derived model and the SuperModel in fixed mode differ for task '{task}' "
+                        "(distinct per-task copies)"
+                    )
 
 
 def check_cnn(spec: Dict[str, Any]) -> str:

@@ -3,7 +3,10 @@ compile -> equivalence with the original -> derive (all-shared, all-own, random)
 
 Equivalence is the core promise: a compiled model whose policy shares every operator (or gives
 every task its own copy, which starts as a copy of the backbone's weights) computes exactly
-what the backbone computes.
+what the backbone computes. The checks of a policy that mixes the options run after every
+task's copies are made distinct (task_copies.perturb_copies), so running a task on another
+task's copy, or on the shared operator, fails them; the all-own model must then equal T
+independent backbones, each loaded with one task's copies.
 """
 
 import pytest
@@ -14,6 +17,8 @@ from torchvision.models.feature_extraction import create_feature_extractor
 
 import automtl
 from automtl import Policy
+from automtl.compiler.passes import NORM_POLICIES
+from task_copies import perturb_copies, task_backbone
 
 ARCHS = [
     "resnet18",
@@ -86,13 +91,16 @@ def test_zoo_contract(name):
             for task in tasks:
                 assert _max_rel_error(out[task], reference) <= 1e-5
 
-        # the fixed SuperModel and the derived model agree on a random mixed policy with skips
+        # the fixed SuperModel and the derived model agree on a random mixed policy with skips,
+        # every task's copies distinct (a task run on another's copy would differ)
+        perturb_copies(sm, seed=3)
         policy = Policy.random(sm, seed=7)
         assert policy.count("skip") > 0 and policy.count("own") > 0 and policy.count("shared") > 0
         derived = sm.derive(policy).eval()(x)
         fixed = sm.set_mode("fixed", policy=policy)(x)
         for task in tasks:
             assert _max_rel_error(derived[task], fixed[task]) <= 1e-5
+        assert _max_rel_error(derived["a"], derived["b"]) > 1e-3  # the perturbation shows
 
     # parameters: all-shared = backbone (+ a per-task copy of every norm); all-own = one backbone per task
     backbone_params = _params(backbone)
@@ -102,3 +110,25 @@ def test_zoo_contract(name):
     assert own.num_parameters() == len(tasks) * backbone_params
     for task in tasks:
         assert own.num_parameters(task) == backbone_params
+
+
+@pytest.mark.parametrize("norm", NORM_POLICIES)
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small"])
+def test_all_own_is_one_independent_backbone_per_task(name, norm):
+    """With distinct copies, the all-own model (derived, and the SuperModel in fixed mode) gives
+    each task what the backbone loaded with that task's copies computes, in every norm mode."""
+    torch.manual_seed(0)
+    backbone = BACKBONES[name]().eval()
+    x = torch.randn(2, 3, 32, 32)
+    tasks = ["a", "b", "c"]
+    sm = perturb_copies(automtl.compile(backbone, tasks, example_input=x, norm=norm).eval(), seed=1)
+    policy = Policy.all_own(sm)
+    with torch.no_grad():
+        derived = sm.derive(policy).eval()(x)
+        fixed = sm.set_mode("fixed", policy=policy)(x)
+        expected = {task: task_backbone(sm, backbone, task).eval()(x) for task in tasks}
+        for task in tasks:
+            assert _max_rel_error(derived[task], expected[task]) <= 1e-5, task
+            assert _max_rel_error(fixed[task], expected[task]) <= 1e-5, task
+        for a, b in (("a", "b"), ("b", "c"), ("a", "c")):
+            assert _max_rel_error(expected[a], expected[b]) > 1e-3  # three different networks

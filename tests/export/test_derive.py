@@ -10,6 +10,8 @@ from torch import nn
 
 import automtl
 from automtl import MultiTaskModel, Policy
+from automtl.compiler.passes import NORM_POLICIES
+from task_copies import perturb_copies, task_backbone
 
 
 class Block(nn.Module):
@@ -91,7 +93,7 @@ def test_all_own_is_one_backbone_per_task(net):
 
 def test_parameter_count_of_a_mixed_policy_is_exact(net):
     backbone, x = net
-    sm = automtl.compile(backbone, ["a", "b"], example_input=x, norm="follow")
+    sm = perturb_copies(automtl.compile(backbone, ["a", "b"], example_input=x, norm="follow"))
     policy = Policy.from_dict(
         sm,
         {
@@ -110,7 +112,9 @@ def test_parameter_count_of_a_mixed_policy_is_exact(net):
     assert counts["shared.stem.bn"] == 1
     # the skipped block's norm is skipped with it (norm="follow"), the identity skip costs nothing
     assert "shared.mid.bn" not in counts and "own.a.mid.bn" not in counts and counts["own.b.mid.bn"] == 1
-    torch.testing.assert_close(mt(x)["a"], sm.set_mode("fixed", policy=policy)(x)["a"])
+    derived, fixed = mt(x), sm.set_mode("fixed", policy=policy)(x)
+    for task in ("a", "b"):  # distinct copies: a task run on the other's copy would differ
+        torch.testing.assert_close(derived[task], fixed[task])
 
 
 def test_all_skip_keeps_only_skips_and_parameter_free_ops(net):
@@ -129,7 +133,7 @@ def test_all_skip_keeps_only_skips_and_parameter_free_ops(net):
 
 def test_per_task_norms_split_tasks_after_a_shared_operator(net):
     backbone, x = net
-    sm = automtl.compile(backbone, ["a", "b"], example_input=x)  # norm="per_task"
+    sm = automtl.compile(backbone, ["a", "b"], example_input=x, norm="per_task")
     mt = sm.derive(Policy.all_shared(sm))
     counts = _call_counts(mt, x)
     assert counts["shared.stem.conv"] == 1  # same input for both tasks: once
@@ -165,3 +169,35 @@ def test_policy_that_does_not_fit_is_refused(net):
     other = automtl.compile(backbone, ["a", "c"], example_input=x)
     with pytest.raises(automtl.errors.PolicyError, match=r"the policy is for tasks \['a', 'c'\]"):
         sm.derive(Policy.all_shared(other))
+
+
+@pytest.mark.parametrize("norm", NORM_POLICIES)
+def test_derived_equals_the_fixed_supermodel_with_distinct_copies(net, norm):
+    """Every task's copies made different first, so that the wrong copy (another task's, or
+    the shared operator) cannot go unnoticed: random policies, three tasks, every norm mode."""
+    backbone, x = net
+    tasks = ["a", "b", "c"]
+    sm = perturb_copies(automtl.compile(backbone, tasks, example_input=x, norm=norm).eval(), seed=2)
+    with torch.no_grad():
+        for seed in range(4):
+            policy = Policy.random(sm, seed=seed)
+            derived = sm.derive(policy).eval()(x)
+            fixed = sm.set_mode("fixed", policy=policy)(x)
+            for task in tasks:
+                torch.testing.assert_close(derived[task], fixed[task], msg=f"policy seed {seed}, task {task}")
+
+
+@pytest.mark.parametrize("norm", NORM_POLICIES)
+def test_all_own_is_t_independent_networks(net, norm):
+    backbone, x = net
+    tasks = ["a", "b", "c"]
+    sm = perturb_copies(automtl.compile(backbone, tasks, example_input=x, norm=norm).eval(), seed=3)
+    policy = Policy.all_own(sm)
+    with torch.no_grad():
+        derived = sm.derive(policy).eval()(x)
+        fixed = sm.set_mode("fixed", policy=policy)(x)
+        alone = {task: task_backbone(sm, backbone, task).eval()(x) for task in tasks}
+        for task in tasks:
+            torch.testing.assert_close(derived[task], alone[task])
+            torch.testing.assert_close(fixed[task], alone[task])
+        assert not torch.allclose(alone["a"], alone["b"], rtol=1e-3, atol=1e-4)  # they are different networks
