@@ -337,16 +337,17 @@ def half_size_spec(spec: Mapping[str, Any], factor: float = HALF_WIDTH) -> Dict[
     return {**copy.deepcopy(dict(spec)), "backbone": {**backbone, "kwargs": kwargs}, "tasks": tasks}
 
 
-def network_macs(spec: Mapping[str, Any], tasks: Optional[Sequence[str]] = None) -> int:
+def network_macs(spec: Mapping[str, Any], tasks: Optional[Sequence[str]] = None, config: Optional[SearchConfig] = None) -> int:
     """Multiply-accumulates per image (batch 1, at the spec's input shape) of the network of
     ``tasks`` (default: all of the spec's) as ``automtl group`` builds and trains it: the
     derived model of the multi-task method's policy (all shared), heads included, work that
-    several tasks share counted once - :func:`automtl.export.cost.model_cost`'s total."""
+    several tasks share counted once - :func:`automtl.export.cost.model_cost`'s total.
+    ``config``: the run's config, whose ``multi_task`` method draws the policy."""
     from automtl.export.cost import model_cost
     from automtl.search.strategy import make_method
 
     sm, _ = build_supermodel(subset_spec(spec, tasks) if tasks is not None else spec)
-    policy = make_method("multi_task", SearchConfig()).draw_policy(sm, lambda policy: 0.0)
+    policy = make_method("multi_task", config or SearchConfig()).draw_policy(sm, lambda policy: 0.0)
     return model_cost(sm.derive(policy), tuple(spec["input_shape"])).macs
 
 
@@ -512,7 +513,7 @@ def group_tasks(
 
     def macs_of(tasks: Tuple[str, ...], size: str) -> int:
         if (tasks, size) not in macs:
-            macs[(tasks, size)] = network_macs(half if size == "half" else spec, tasks)  # type: ignore[arg-type]
+            macs[(tasks, size)] = network_macs(half if size == "half" else spec, tasks, cfg)  # type: ignore[arg-type]
         return macs[(tasks, size)]
 
     unit = sum(macs_of((t,), "full") for t in task_names) / len(task_names)
