@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from automtl.block_skip import BlockSkip, BlockSkipPlan
 from automtl.compiler.ir import FOLLOW, OPTIONS, PER_TASK, PLAIN, SEARCHABLE, IRGraph, IRNode, map_refs
 from automtl.compiler.fx_frontend import fetch_attr
 from automtl.compiler.skip import build_skip
@@ -107,6 +108,7 @@ class SuperModel(nn.Module):
                 "default); there is no sharing policy to search. Pass searchable=(...) with the "
                 "operator types to search over."
             )
+        self.block_skips = BlockSkipPlan(())  # whole-block skips (AdaShare); see set_block_skips
         self._free_after = self._plan_frees()
         self.mode = "warmup"
         self.tau = 1.0
@@ -151,8 +153,9 @@ class SuperModel(nn.Module):
     def _plan_frees(self) -> Dict[str, List[str]]:
         """After which node each value is last read, so that eval passes hold little memory."""
         last: Dict[str, str] = {}
+        extra = self.block_skips.extra_reads()
         for node in self.graph:
-            for parent in node.parents:
+            for parent in node.parents + ((extra[node.name],) if node.name in extra else ()):
                 last[parent] = node.name
         frees: Dict[str, List[str]] = {}
         for value, reader in last.items():
@@ -225,6 +228,20 @@ class SuperModel(nn.Module):
             raise ConfigError("at least one option must stay allowed")
         self.allowed_options = mask
 
+    def set_block_skips(self, blocks: Sequence[BlockSkip]) -> None:
+        """Let tasks skip whole residual blocks (:mod:`automtl.block_skip`; AdaShare finds them
+        with :func:`automtl.methods.blocks.find_block_skips`); ``()`` turns it off. The
+        reference path runs them (the fast path does not cover them yet)."""
+        for block in blocks:
+            missing = [n for n in (block.end, block.shortcut, *block.branch, *block.members) if n not in self.graph]
+            if missing or not set(block.members) <= set(self.searchable_nodes):
+                raise ConfigError(f"block skip {block.name} does not fit this SuperModel (unknown or unsearchable nodes: {missing or list(block.members)})")
+        from automtl.fastpath import forget_plan
+
+        self.block_skips = BlockSkipPlan(blocks)
+        self._free_after = self._plan_frees()
+        forget_plan(self)
+
     def _check_policy(self, policy: Policy) -> None:
         if tuple(policy.tasks) != self.task_names:
             raise PolicyError(f"the policy is for tasks {list(policy.tasks)}, the SuperModel has {list(self.task_names)}")
@@ -262,10 +279,12 @@ class SuperModel(nn.Module):
             return {n: [row] * self.num_tasks for n in self.searchable_nodes}
         if self.mode == "gumbel":
             all_allowed = bool(self.allowed_options.all())  # one read of the device per pass, not one per node
-            return {
-                n: F.gumbel_softmax(self._masked_logits(self.vcns[n].logits, all_allowed), tau=self.tau, hard=self.hard_gumbel, dim=-1)
-                for n in self.searchable_nodes
-            }
+            drawn: Dict[int, torch.Tensor] = {}  # logits several nodes share (AdaShare's blocks): one draw
+            for n in self.searchable_nodes:
+                logits = self.vcns[n].logits
+                if id(logits) not in drawn:
+                    drawn[id(logits)] = F.gumbel_softmax(self._masked_logits(logits, all_allowed), tau=self.tau, hard=self.hard_gumbel, dim=-1)
+            return {n: drawn[id(self.vcns[n].logits)] for n in self.searchable_nodes}
         raise ConfigError("mixing weights exist only in warmup and gumbel modes")
 
     # -- execution ------------------------------------------------------------------------
@@ -304,7 +323,7 @@ class SuperModel(nn.Module):
     def _execute(self, x: torch.Tensor, soft: Optional[Dict[str, Any]] = None, hard: Optional[Dict[str, List[int]]] = None) -> List[Any]:
         from automtl.fastpath import path_for, run_fast
 
-        if isinstance(x, torch.Tensor) and path_for(self.execution, x.device) == "fast":
+        if isinstance(x, torch.Tensor) and not self.block_skips and path_for(self.execution, x.device) == "fast":
             return run_fast(self, x, soft=soft, hard=hard)
         return self.run_backbone(x, soft=soft, hard=hard)
 
@@ -319,15 +338,23 @@ class SuperModel(nn.Module):
         count = self.num_tasks
         env: Dict[str, List[Any]] = {}
         result: List[Any] = []
+        blocks, drawn, skipped, idle = self.block_skips, soft, None, {}
+        if blocks:  # a task that skips a block runs none of its branch (see automtl.block_skip)
+            skipped = blocks.skipped(hard, self.task_names) if hard is not None else None
+            idle = blocks.idle(skipped) if skipped is not None else {}
+            soft = blocks.soften(soft, count) if soft is not None else None
         for node in self.graph:
             if node.op == "placeholder":
                 env[node.name] = [x] * count
             elif node.op == "output":
                 result = [map_refs(node.args[0], lambda r, t=t: env[r.name][t]) for t in range(count)]
             elif node.role == PLAIN:
-                env[node.name] = self._run_plain(node, env)
+                env[node.name] = self._run_plain(node, env, idle.get(node.name))
             else:
-                env[node.name] = self._run_vcn(node, env, soft, hard)
+                env[node.name] = self._run_vcn(node, env, soft, hard, idle.get(node.name))
+            if blocks and node.name in blocks.by_end:
+                shortcut = env[blocks.by_end[node.name].shortcut]
+                env[node.name] = blocks.output(node.name, env[node.name], shortcut, skipped, drawn)
             for name in self._free_after.get(node.name, ()):
                 del env[name]
         return result
@@ -337,10 +364,13 @@ class SuperModel(nn.Module):
         key = tuple(id(env[p][t]) for p in node.parents)
         return map_refs(node.args, read), map_refs(node.kwargs, read), key
 
-    def _run_plain(self, node: IRNode, env: Dict[str, List[Any]]) -> List[Any]:
+    def _run_plain(self, node: IRNode, env: Dict[str, List[Any]], idle: Optional[List[bool]] = None) -> List[Any]:
         done: Dict[tuple, Any] = {}
         out: List[Any] = []
         for t in range(self.num_tasks):
+            if idle is not None and idle[t]:  # in a block the task skips: not run
+                out.append(None)
+                continue
             args, kwargs, key = self._task_inputs(node, env, t)
             if key not in done:
                 done[key] = self._call_plain(node, args, kwargs)
@@ -364,12 +394,16 @@ class SuperModel(nn.Module):
         env: Dict[str, List[Any]],
         soft: Optional[Dict[str, Any]],
         hard: Optional[Dict[str, List[int]]],
+        idle: Optional[List[bool]] = None,
     ) -> List[Any]:
         vcn = self.vcns[node.name]
         source = node.name if node.role == SEARCHABLE else node.follows
         shared_done: Dict[tuple, Any] = {}
         out: List[Any] = []
         for t, task in enumerate(self.task_names):
+            if idle is not None and idle[t]:  # in a block the task skips: not run
+                out.append(None)
+                continue
             args, kwargs, key = self._task_inputs(node, env, t)
             if node.role == PER_TASK:
                 out.append(vcn.copies[task](*args, **kwargs))

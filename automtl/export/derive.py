@@ -151,6 +151,9 @@ def derive(sm: "SuperModel", policy: Policy) -> MultiTaskModel:
     the SuperModel's, so training one leaves the other alone."""
     sm._check_policy(policy)
     hard = {n: [policy.choice(t, n) for t in sm.task_names] for n in sm.searchable_nodes}
+    blocks = sm.block_skips  # whole-block skips (AdaShare): a skipping task emits none of the branch
+    skipped = blocks.skipped(hard, sm.task_names)
+    idle_of = blocks.idle(skipped)
     emit = _Emitter(sm)
     env: Dict[str, List[Any]] = {}
     outputs: List[Any] = []
@@ -161,7 +164,10 @@ def derive(sm: "SuperModel", policy: Policy) -> MultiTaskModel:
         elif node.op == "output":
             outputs = [map_refs(node.args[0], lambda r, t=t: env[r.name][t]) for t in range(sm.num_tasks)]
         else:
-            env[node.name] = [_emit_node(emit, sm, node, t, task, env, hard) for t, task in enumerate(sm.task_names)]
+            idle = [bool(idle_of.get(node.name) and idle_of[node.name][t]) for t in range(sm.num_tasks)]
+            env[node.name] = [None if idle[t] else _emit_node(emit, sm, node, t, task, env, hard) for t, task in enumerate(sm.task_names)]
+            if node.name in blocks.by_end:  # a task that skips the block reads its shortcut
+                env[node.name] = blocks.output(node.name, env[node.name], env[blocks.by_end[node.name].shortcut], skipped)
 
     results: Dict[str, Any] = {}
     for t, task in enumerate(sm.task_names):

@@ -1,48 +1,60 @@
 """AdaShare (Sun et al., 2020) as a sharing method over the SuperModel.
 
-Each task decides, per decision unit (a residual block, or one operator; see
-:mod:`automtl.methods.blocks`), whether to *select* the unit - run the shared operators - or
-*skip* it: the SuperModel's options are restricted to (shared, skip), there are no own copies.
-α_{l,k} is the probability that task k selects unit l (the softmax of the unit's policy
-logits over the two allowed options); the logits of the nodes of one block are tied (one
-tensor), so the block has one distribution per task.
+Each task decides, per residual block, whether to *select* the block - run it, with the
+block's weights shared by every task that selects it - or *skip* it: the block's output is
+then its input (the shortcut), or, where the block changes the shape, its own down-sample
+path's output (ResNet's strided 1x1 convolution and norm, run by every task, shared); nothing
+of the skipped block runs for the task and no parameters are added (:mod:`automtl.block_skip`,
+found by :func:`automtl.methods.blocks.find_block_skips`). The stem, the down-sample paths and
+any other searchable node outside the residual blocks always run, shared: they are no units
+(their logits are held at "shared"). The SuperModel's options are restricted to
+(shared, skip): there are no own copies. α_{l,k} is the probability that task k selects block
+l (the softmax of the block's logits over the two options); the logits of a block's operators
+are one tensor, so the block has one distribution per task and, in Gumbel-softmax mode, one
+sample per block and task (``SuperModel.mixing_weights`` draws once per tensor).
 
-* pre-train: every unit shared by every task (hard parameter sharing), weights only;
+* pre-train: every block shared by every task (hard parameter sharing), weights only;
 * policy-train: weights and logits alternately on separate splits (the pipeline's loop), in
   Gumbel-softmax mode; the policy loss adds
   λ_sp · L_sparsity + λ_sh · L_sharing, with
   L_sparsity = Σ_{l,k} log α_{l,k} and
   L_sharing = Σ_{k1,k2} Σ_l (L − l)/L · |α_{l,k1} − α_{l,k2}| over ordered pairs of tasks,
-  l = 0 for the lowest unit (the depth convention of :func:`automtl.search.regularizer.depth_weights`);
-* curriculum: in policy epoch e (0-based) only the last e + 1 units learn their policy; the
-  others are held at "select" (their logits are pinned far towards shared and get no
-  gradient) and are released, back at their initial logits, one per epoch;
-* post-train: decisions sampled per unit and task from the learned distribution - the best of
-  ``k`` samples by validation loss - and the network they form re-trained from scratch.
+  l = 0 for the lowest block, L the number of blocks;
+* curriculum: in policy epoch e (0-based) only the last e + 1 blocks learn their policy; the
+  others are held at "select" exactly (skip logit −∞, no gradient) and are released, back at
+  their initial logits, one per epoch;
+* the final policy (``draw``): ``retrain``, the paper's - ``k`` policies sampled per block and
+  task from α, each trained from scratch with the post-train settings
+  (:meth:`retrain_candidates`; the pipeline trains them), the best on validation kept;
+  ``best_of_k``, the cheap ranking - the best of ``k`` samples by the policy-trained
+  supermodel's validation loss, then one post-train; ``sample``; ``argmax``.
 
-Gumbel noise is drawn per operator, so during policy-train the operators of a block see
-independent samples of the block's (shared) distribution; the final decision is per block.
+``granularity="operator"`` is automtl's per-operator variant (not the paper's): every
+searchable node is a unit of its own and skips with its own skip (identity, or a down-sample
+with a 1x1 projection where the operator changes the shape). A backbone without skippable
+residual blocks gets it, with a warning, when ``"block"`` is asked for.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from automtl.compiler.ir import OPTIONS, SHARED, SKIP
+from automtl.compiler.ir import SHARED, SKIP
 from automtl.errors import ConfigError
-from automtl.methods.blocks import DecisionUnit, decision_units
+from automtl.methods.blocks import DecisionUnit, decision_units, find_block_skips
 from automtl.policy import Policy
+from automtl.search.config import ADASHARE_DRAWS
 from automtl.search.strategy import Score, SharingMethod
 from automtl.supermodel import SuperModel
 
-#: logits of a unit held at "select" by the curriculum: shared this far above skip means
-#: P(skip) ~ e^-100, and at τ = 5 the soft decision is within e^-20 of select
-PINNED = 100.0
-_PINNED_IF_ABOVE = 50.0
-DRAWS = ("best_of_k", "sample", "argmax")
+#: the logit of "skip" for a unit held at "select" (curriculum) and for nodes that are no unit:
+#: the soft decision is exactly "select", P(skip) = 0
+PINNED = float("-inf")
+DRAWS = ADASHARE_DRAWS
 
 
 def tie_unit_logits(sm: SuperModel, units: Sequence[DecisionUnit]) -> None:
@@ -55,6 +67,19 @@ def tie_unit_logits(sm: SuperModel, units: Sequence[DecisionUnit]) -> None:
 
 def unit_logits(sm: SuperModel, units: Sequence[DecisionUnit]) -> List[torch.nn.Parameter]:
     return [sm.vcns[u.nodes[0]].logits for u in units]  # type: ignore[misc]
+
+
+def pin_select(logits: torch.Tensor) -> None:
+    """Hold ``logits`` at "select" exactly (in place, no gradient)."""
+    with torch.no_grad():
+        logits.zero_()
+        logits[:, SKIP] = PINNED
+    logits.requires_grad_(False)
+
+
+def is_pinned(logits: torch.Tensor) -> bool:
+    """Whether a unit's logits are held at "select" (curriculum, or no unit)."""
+    return bool(torch.isneginf(logits[:, SKIP]).all())
 
 
 def select_log_probs(sm: SuperModel, units: Sequence[DecisionUnit]) -> torch.Tensor:
@@ -88,7 +113,8 @@ def open_units(count: int, epoch: int) -> range:
 
 
 class AdaShare(SharingMethod):
-    """Select-or-skip per task and decision unit, with AdaShare's losses and curriculum."""
+    """Select-or-skip per task and residual block, with AdaShare's losses, curriculum and
+    final choice (see the module docstring)."""
 
     name = "adashare"
 
@@ -98,8 +124,8 @@ class AdaShare(SharingMethod):
         lambda_sharing: float = 0.05,
         granularity: str = "block",
         curriculum: bool = True,
-        draw: str = "best_of_k",
-        k: int = 4,
+        draw: str = "retrain",
+        k: int = 8,
         seed: int = 0,
     ):
         if draw not in DRAWS:
@@ -126,10 +152,28 @@ class AdaShare(SharingMethod):
     def prepare(self, sm: SuperModel) -> None:
         sm.set_allowed_options(("shared", "skip"))
         self.units = decision_units(sm, self.granularity)
+        if not self.units and self.granularity == "block":
+            warnings.warn(
+                f"AdaShare decides per residual block, and the backbone '{sm.backbone_name}' has none it can "
+                "skip (an addition of a residual branch and a shortcut, see automtl.methods.blocks); it decides "
+                "per operator instead (adashare.granularity: operator), which is not the paper's method",
+                stacklevel=2,
+            )
+            self.granularity = "operator"
+            self.units = decision_units(sm, self.granularity)
+        sm.set_block_skips(find_block_skips(sm) if self.granularity == "block" else ())
         tie_unit_logits(sm, self.units)
+        in_units = {n for u in self.units for n in u.nodes}
+        for node in sm.searchable_nodes:
+            if node not in in_units:  # the stem, down-sample paths, classifier: always run, shared
+                pin_select(sm.vcns[node].logits)  # type: ignore[arg-type]
         self._initial = [p.detach().clone() for p in unit_logits(sm, self.units)]
         if self.curriculum:
             self._apply_curriculum(sm, 0)
+
+    def _ensure_units(self, sm: SuperModel) -> None:
+        if not self.units:  # the pipeline calls prepare(); a bare call may not have
+            self.units = decision_units(sm, self.granularity)
 
     def pretrain_mode(self, sm: SuperModel) -> None:
         sm.set_mode("fixed", policy=Policy.all_shared(sm))
@@ -143,16 +187,14 @@ class AdaShare(SharingMethod):
         """Idempotent: pin the closed units, release the open ones (a unit still pinned is
         set back to its initial logits when it opens; one that learned already keeps them)."""
         opened = set(open_units(len(self.units), epoch))
-        with torch.no_grad():
-            for i, logits in enumerate(unit_logits(sm, self.units)):
-                if i in opened:
-                    if is_pinned(logits):
+        for i, logits in enumerate(unit_logits(sm, self.units)):
+            if i in opened:
+                if is_pinned(logits):
+                    with torch.no_grad():
                         logits.copy_(self._initial[i].to(logits.device))
-                    logits.requires_grad_(True)
-                else:
-                    logits.zero_()
-                    logits[:, SHARED] = PINNED
-                    logits.requires_grad_(False)
+                logits.requires_grad_(True)
+            else:
+                pin_select(logits)
 
     # -- policy loss ------------------------------------------------------------------------
     def policy_loss(self, sm: SuperModel) -> Optional[torch.Tensor]:
@@ -169,17 +211,20 @@ class AdaShare(SharingMethod):
 
     def sample(self, sm: SuperModel, seed: int) -> Policy:
         """One select-or-skip decision per unit and task, drawn from α (seeded)."""
+        self._ensure_units(sm)
         generator = torch.Generator().manual_seed(int(seed))
         alpha = self.select_probs(sm)
         chosen = torch.rand(alpha.shape, generator=generator) < alpha
         return self._policy(sm, chosen)
 
     def argmax(self, sm: SuperModel) -> Policy:
+        self._ensure_units(sm)
         return self._policy(sm, self.select_probs(sm) >= 0.5)
 
     def _policy(self, sm: SuperModel, selected: torch.Tensor) -> Policy:
+        """Every node of a unit takes the unit's decision; every other node is shared."""
         probs = sm.policy_probs()
-        choices: Dict[str, Dict[str, int]] = {t: {} for t in sm.task_names}
+        choices: Dict[str, Dict[str, int]] = {t: {n: SHARED for n in sm.searchable_nodes} for t in sm.task_names}
         for u, unit in enumerate(self.units):
             for node in unit.nodes:
                 for k, task in enumerate(sm.task_names):
@@ -187,22 +232,25 @@ class AdaShare(SharingMethod):
         table = {t: {n: p[k].tolist() for n, p in probs.items()} for k, t in enumerate(sm.task_names)}
         return Policy(sm.task_names, sm.searchable_nodes, choices, table)
 
-    def draw_policy(self, sm: SuperModel, score: Score) -> Policy:
-        if not self.units:  # the pipeline calls prepare(); a bare call may not have
-            self.units = decision_units(sm, self.granularity)
-        if self.draw == "argmax":
-            return self.argmax(sm)
-        if self.draw == "sample":
-            return self.sample(sm, self.seed)
-        candidates: List[Policy] = []
+    def samples(self, sm: SuperModel) -> List[Policy]:
+        """The distinct policies among ``k`` seeded samples (seeds ``seed`` .. ``seed + k - 1``)."""
+        found: List[Policy] = []
         for j in range(self.k):
             policy = self.sample(sm, self.seed + j)
-            if policy not in candidates:
-                candidates.append(policy)
-        scored = [(score(p), i) for i, p in enumerate(candidates)]
-        return candidates[min(scored)[1]]
+            if policy not in found:
+                found.append(policy)
+        return found
 
+    def retrain_candidates(self, sm: SuperModel) -> List[Policy]:
+        """``draw="retrain"``: the sampled policies, for the pipeline to train with the
+        post-train settings and keep the best on validation (duplicates are trained once)."""
+        return self.samples(sm) if self.draw == "retrain" else []
 
-def is_pinned(logits: torch.Tensor) -> bool:
-    """Whether a unit's logits are held at "select" by the curriculum."""
-    return bool(((logits[:, SHARED] - logits[:, OPTIONS.index("skip")]) > _PINNED_IF_ABOVE).all())
+    def draw_policy(self, sm: SuperModel, score: Score) -> Policy:
+        if self.draw == "argmax":
+            return self.argmax(sm)
+        if self.draw == "best_of_k":
+            candidates = self.samples(sm)
+            scored = [(score(p), i) for i, p in enumerate(candidates)]
+            return candidates[min(scored)[1]]
+        return self.sample(sm, self.seed)  # "sample"; "retrain" outside the pipeline: its first candidate

@@ -8,13 +8,23 @@ The rule:
   or a Caffe ``Eltwise`` SUM;
 * its **fork** is the last node, in program order, from which every input of the merge is
   reached (the block's input ``x``);
-* the **block** is every searchable node on a path from the fork to the merge (both branches:
-  the residual convolutions and a projection shortcut's convolution);
-* merges are taken in program order and a searchable node belongs to the first block that
-  holds it; a searchable node in no block (a stem, a classifier, a network without residual
-  connections) is a unit of its own.
+* :func:`residual_blocks`: the searchable nodes on a path from the fork to the merge (both
+  branches), merges in program order, a node in the first block that holds it;
+* :func:`find_block_skips`: the blocks a task can skip as a whole
+  (:class:`automtl.block_skip.BlockSkip`). A merge of two inputs is one when one input is the
+  **shortcut** - the fork itself (identity), or else the input whose path from the fork holds
+  strictly fewer searchable nodes (ResNet's down-sample: one 1x1 convolution and its norm
+  against the residual branch's two or three convolutions) - and the other the **residual
+  branch**, the two paths share no node, and nothing outside the block reads the branch. The
+  block's output (``end``) is the merge, or the activation right after it when the merge feeds
+  only that (``relu(out + x)``). Skipping such a block gives the shortcut's value: the block's
+  input, or - where the block changes the shape - the block's own down-sample path, which
+  every task runs (shared), as in AdaShare's ResNets; no parameters are added.
 
-Units are listed bottom-up: by the smallest depth of their nodes, ties in program order.
+:func:`decision_units` lists AdaShare's units: one per skippable block (``granularity="block"``,
+the paper's), the searchable nodes outside them (stem, down-sample paths, classifier) in no
+unit; or one per searchable node (``"operator"``, automtl's per-operator variant). Units are
+listed bottom-up: by the smallest depth of their nodes, ties in program order.
 """
 
 from __future__ import annotations
@@ -26,7 +36,11 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Set, Tuple
 import networkx as nx
 import torch
 
-from automtl.compiler.ir import IRGraph, IRNode
+from torch import nn
+import torch.nn.functional as F
+
+from automtl.block_skip import BlockSkip
+from automtl.compiler.ir import PLAIN, IRGraph, IRNode
 from automtl.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -34,6 +48,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 _ADD_FUNCTIONS = (operator.add, operator.iadd, torch.add)
 _ADD_METHODS = ("add", "add_")
+#: activations that may close a block (``relu(out + x)``): element-wise, shape-keeping
+_ACTIVATION_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Hardswish, nn.Mish)
+_ACTIVATION_FUNCTIONS = (torch.relu, torch.relu_, F.relu, F.relu6, F.leaky_relu, F.elu, F.gelu, F.silu, F.hardswish, F.mish)
+_ACTIVATION_METHODS = ("relu", "relu_")
 GRANULARITIES = ("block", "operator")
 
 
@@ -88,18 +106,70 @@ def residual_blocks(graph: IRGraph) -> List[Tuple[str, List[str]]]:
     return blocks
 
 
+def _is_activation(sm: "SuperModel", node: IRNode) -> bool:
+    if node.role != PLAIN or len(node.parents) != 1 or not node.in_shapes or node.in_shapes[0] != node.out_shape:
+        return False
+    if node.op == "call_module":
+        return isinstance(sm.plain[node.name], _ACTIVATION_MODULES)
+    if node.op == "call_function":
+        return any(node.target is f for f in _ACTIVATION_FUNCTIONS)
+    return node.op == "call_method" and node.target in _ACTIVATION_METHODS
+
+
+def find_block_skips(sm: "SuperModel") -> List[BlockSkip]:
+    """The residual blocks of ``sm`` a task can skip as a whole (see the module docstring), in
+    program order."""
+    graph = sm.graph
+    order = {node.name: i for i, node in enumerate(graph)}
+    searchable = {n.name for n in graph.searchable()}
+    claimed: Set[str] = set()
+    found: List[BlockSkip] = []
+    for node in graph:
+        if not is_merge(node) or len(node.parents) != 2:
+            continue
+        up = [nx.ancestors(graph.nx, p) | {p} for p in node.parents]
+        common = up[0] & up[1]
+        if not common:
+            continue
+        fork = max(common, key=lambda n: order[n])
+        below = nx.descendants(graph.nx, fork)
+        paths = [u & below for u in up]  # nodes on the path from the fork to each input
+        if paths[0] & paths[1]:
+            continue  # the two inputs share work after the fork: no shortcut to tell apart
+        weight = [len(p & searchable) for p in paths]
+        if node.parents[0] == fork or node.parents[1] == fork:
+            short = 0 if node.parents[0] == fork else 1
+        elif weight[0] != weight[1]:
+            short = 0 if weight[0] < weight[1] else 1
+        else:
+            continue  # e.g. two branches of one convolution each: neither is the shortcut
+        residual = paths[1 - short]
+        end = node.name
+        while True:  # the activation right after the addition belongs to the block
+            children = graph.children(end)
+            if len(children) != 1 or not _is_activation(sm, graph[children[0]]):
+                break
+            end = children[0]
+        chain = set(nx.ancestors(graph.nx, end) | {end}) - set(nx.ancestors(graph.nx, node.name))
+        branch = residual | chain
+        members = sorted(branch & searchable, key=lambda n: order[n])
+        if not members or branch & claimed:
+            continue
+        if any(c not in branch for n in branch - {end} for c in graph.children(n)):
+            continue  # something outside the block reads the branch: skipping it would change that
+        claimed |= branch
+        found.append(BlockSkip(node.name, end, node.parents[short], tuple(sorted(branch, key=order.__getitem__)), tuple(members)))
+    return found
+
+
 def decision_units(sm: "SuperModel", granularity: str = "block") -> List[DecisionUnit]:
-    """The units of ``sm``'s searchable nodes: one per residual block and one per remaining
-    node (``granularity="block"``), or one per node (``"operator"``), bottom-up."""
+    """AdaShare's units of ``sm``: one per skippable residual block (``granularity="block"``;
+    nodes outside them are in no unit), or one per searchable node (``"operator"``),
+    bottom-up."""
     if granularity not in GRANULARITIES:
         raise ConfigError(f"granularity must be one of {', '.join(GRANULARITIES)}, got {granularity!r}")
     position = {name: i for i, name in enumerate(sm.searchable_nodes)}  # depth order
-    units: List[DecisionUnit] = []
-    in_block: Set[str] = set()
-    if granularity == "block":
-        for merge, members in residual_blocks(sm.graph):
-            ordered = tuple(sorted(members, key=position.__getitem__))
-            units.append(DecisionUnit(ordered, merge))
-            in_block.update(ordered)
-    units += [DecisionUnit((n,)) for n in sm.searchable_nodes if n not in in_block]
+    if granularity == "operator":
+        return [DecisionUnit((n,)) for n in sm.searchable_nodes]
+    units = [DecisionUnit(tuple(sorted(b.members, key=position.__getitem__)), b.merge) for b in find_block_skips(sm)]
     return sorted(units, key=lambda u: min(position[n] for n in u.nodes))

@@ -42,6 +42,7 @@ def parse_yaml(text: Any) -> Any:
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("constant", "step", "cosine")
 DRAWS = ("sample", "argmax", "best_of_k")
+ADASHARE_DRAWS = ("retrain",) + DRAWS  # retrain: the best of k re-trained samples (AdaShare)
 INITS = ("initial", "reset", "inherit")
 STAGES = ("pretrain", "policy_train", "post_train")
 GRANULARITIES = ("block", "operator")
@@ -244,26 +245,30 @@ class BaselineConfig:
 @dataclasses.dataclass
 class AdaShareConfig:
     """AdaShare (``method: adashare``): per-task select-or-skip, one decision per residual
-    block (``granularity: block``; nodes outside residual blocks decide alone) or per
-    operator; policy loss Σ λᵢ Lᵢ + ``lambda_sparsity`` Σ log α + ``lambda_sharing``
-    Σ_{k1,k2} Σₗ (L−l)/L |α_{l,k1} − α_{l,k2}|; with ``curriculum`` the policy of the last
-    block is learned first and one more block opens per policy epoch. The final policy is
-    ``draw`` (``best_of_k``: the best of ``k`` samples by validation loss; ``sample``;
-    ``argmax``), seeded by ``draw_seed`` (default: ``seed``)."""
+    block (``granularity: block``, the paper's: a skipped block gives its input, or its own
+    down-sample path's output; the stem and other nodes outside blocks always run, shared) or
+    per operator (``operator``: automtl's variant, each operator's own skip); policy loss
+    Σ λᵢ Lᵢ + ``lambda_sparsity`` Σ log α + ``lambda_sharing`` Σ_{k1,k2} Σₗ (L−l)/L
+    |α_{l,k1} − α_{l,k2}|; with ``curriculum`` the policy of the last block is learned first
+    and one more block opens per policy epoch. The final policy is ``draw``: ``retrain`` (the
+    paper's: ``k`` policies sampled, each trained with the post-train settings, the best on
+    validation kept - k post-trainings), ``best_of_k`` (the cheap ranking: the best of ``k``
+    samples by the policy-trained supermodel's validation loss, then one post-train),
+    ``sample`` or ``argmax``; samples seeded by ``draw_seed`` (default: ``seed``)."""
 
     lambda_sparsity: float = 1e-3
     lambda_sharing: float = 0.05
     granularity: str = "block"
     curriculum: bool = True
-    draw: str = "best_of_k"
-    k: int = 4
+    draw: str = "retrain"
+    k: int = 8
     draw_seed: Optional[int] = None
 
     def check(self, where: str) -> None:
         _non_negative(self.lambda_sparsity, f"{where}.lambda_sparsity")
         _non_negative(self.lambda_sharing, f"{where}.lambda_sharing")
         _one_of(self.granularity, GRANULARITIES, f"{where}.granularity")
-        _one_of(self.draw, DRAWS, f"{where}.draw")
+        _one_of(self.draw, ADASHARE_DRAWS, f"{where}.draw")
         _positive(self.k, f"{where}.k")
 
 

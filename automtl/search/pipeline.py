@@ -198,7 +198,7 @@ def search(
         return SearchResult(strategy.name, Policy.argmax(model), None, None, None, model, run.path if run else None, seconds)
     macs = model_macs(post.model, model)
     if run is not None and runtime.is_main:
-        save_final_model(run, post.model, post.policy, spec)
+        save_final_model(run, post.model, post.policy, spec, [b.merge for b in model.block_skips.blocks])
         run.write_json(
             "results.json",
             {
@@ -211,6 +211,8 @@ def search(
                 "val": post.val,
                 "test": post.test,
                 "seconds": seconds,
+                # a choice among re-trained candidates (AdaShare's draw: retrain): one record each
+                **({"candidates": post.candidates} if post.candidates is not None else {}),
             },
         )
     return SearchResult(strategy.name, post.policy, post.model, post.val, post.test, model, run.path if run else None, seconds, macs)
@@ -273,8 +275,11 @@ def _load_finished(ctx: Context, stage: str) -> None:
 
 # -- the final model -------------------------------------------------------------------------
 
-def save_final_model(run: RunDir, model: MultiTaskModel, policy: Policy, spec: Optional[Mapping[str, Any]]) -> None:
-    """``model/weights.pt`` (state_dict) and ``model/model.json`` (how to rebuild it)."""
+def save_final_model(
+    run: RunDir, model: MultiTaskModel, policy: Policy, spec: Optional[Mapping[str, Any]], block_skips: Sequence[str] = ()
+) -> None:
+    """``model/weights.pt`` (state_dict) and ``model/model.json`` (how to rebuild it;
+    ``block_skips``: the residual blocks, by addition node, a task may skip as a whole)."""
     os.makedirs(run.model_dir, exist_ok=True)
     atomic_torch_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, os.path.join(run.model_dir, "weights.pt"))
     run.write_json(
@@ -288,6 +293,8 @@ def save_final_model(run: RunDir, model: MultiTaskModel, policy: Policy, spec: O
             "parameters": model.num_parameters(),
             # Maximum Roaming's per-task channel masks (their values are in weights.pt)
             "channel_masks": list(getattr(model, "mask_layers", ())),
+            # AdaShare's whole-block skips (automtl.block_skip), by the blocks' addition nodes
+            "block_skips": list(block_skips),
         },
     )
 
@@ -315,6 +322,8 @@ def load_run(run_dir: Union[str, os.PathLike], supermodel: Optional[SuperModel] 
             supermodel, _ = build_supermodel(spec)
         except ConfigError as exc:
             raise CheckpointError(f"cannot rebuild the model of {run.path}: {exc}") from exc
+    if meta.get("block_skips"):
+        _set_block_skips(supermodel, meta["block_skips"], run.file("model", "model.json"))
     policy = Policy.from_dict(supermodel, meta["policy"])
     model = derive(supermodel, policy)
     if meta.get("channel_masks"):
@@ -327,6 +336,17 @@ def load_run(run_dir: Union[str, os.PathLike], supermodel: Optional[SuperModel] 
     except RuntimeError as exc:
         raise CheckpointError(f"{run.file('model', 'weights.pt')} does not fit the rebuilt model: {str(exc).splitlines()[0]}") from exc
     return model.eval(), meta
+
+
+def _set_block_skips(supermodel: SuperModel, merges: Sequence[str], where: str) -> None:
+    """Give ``supermodel`` the whole-block skips a run's final model was derived with."""
+    from automtl.methods.blocks import find_block_skips
+
+    found = [b for b in find_block_skips(supermodel) if b.merge in set(merges)]
+    missing = sorted(set(merges) - {b.merge for b in found})
+    if missing:
+        raise CheckpointError(f"{where} names residual blocks this SuperModel does not have: {', '.join(missing[:5])}")
+    supermodel.set_block_skips(found)
 
 
 # -- the comparison ---------------------------------------------------------------------------

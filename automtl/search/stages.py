@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -481,6 +481,8 @@ class PostTrainResult:
     policy: Policy
     val: Dict[str, Any]
     test: Optional[Dict[str, Any]]
+    #: when the method chose among re-trained candidates: one record per candidate
+    candidates: Optional[List[Dict[str, Any]]] = None
 
 
 def _score(ctx: Context) -> Any:
@@ -529,13 +531,81 @@ def derive_for_training(ctx: Context, policy: Policy) -> MultiTaskModel:
 
 def run_post_train(ctx: Context) -> PostTrainResult:
     cfg = ctx.config.post_train
-    runtime = ctx.runtime
     state = ctx.checkpoint("post_train")
-    if state is not None:
+    candidates: Optional[List[Dict[str, Any]]] = None
+    if state is not None and state.get("candidates") is not None and not state["done"]:
+        policy, state, candidates = _choose_by_retraining(ctx, state["candidates"], state)
+    elif state is not None:
         policy = Policy.from_dict(ctx.sm, state["policy"])
+        candidates = (state.get("candidates") or {}).get("records")
     else:
-        policy = draw_policy(ctx)
+        found = [] if cfg.policy else list(ctx.method.retrain_candidates(ctx.sm))
+        if found:
+            sent = broadcast_object([p.to_dict() for p in found], ctx.runtime)  # every rank trains the same ones
+            policy, state, candidates = _choose_by_retraining(ctx, {"policies": sent, "records": []}, None)
+        else:
+            policy = draw_policy(ctx)
     _write_policy(ctx, policy)
+    model = _train_policy(ctx, policy, state)
+    model.eval()
+    val = evaluate(ctx, model, ctx.val, "val")
+    test = evaluate(ctx, model, ctx.test, "test") if ctx.test is not None else None
+    if ctx.run is not None:
+        ctx.loop().log({"stage": "post_train", "step": cfg.steps, "kind": "final", "val": val, "test": test})
+    return PostTrainResult(model, policy, val, test, candidates)
+
+
+def _choose_by_retraining(
+    ctx: Context, search: Mapping[str, Any], state: Optional[Dict[str, Any]]
+) -> Tuple[Policy, Dict[str, Any], List[Dict[str, Any]]]:
+    """Train every candidate policy of ``search`` with the post-train settings (each from the
+    same seeds), evaluate it on the validation split and keep the best (lowest Σ λᵢ Lᵢ; the
+    first on a tie). The search is checkpointed between candidates and inside each, so a
+    resumed run goes on where it stopped. Returns the chosen policy, a finished post-train
+    state holding its trained weights, and one record per candidate."""
+    sm = ctx.sm
+    policies = [Policy.from_dict(sm, d) for d in search["policies"]]
+    records: List[Dict[str, Any]] = [dict(r) for r in search["records"]]
+    best: Optional[Dict[str, Any]] = search.get("best")
+    if state is not None:
+        ctx.finished(state)  # the log lines up to this checkpoint are kept
+    for j in range(len(records), len(policies)):
+        tag = {"policies": list(search["policies"]), "records": records, "best": best, "current": j}
+        resume = state if state is not None and int(state["step"]) > 0 and state["candidates"]["current"] == j else None
+        model = _train_policy(ctx, policies[j], resume, tag, final=False)
+        val = evaluate(ctx, model, ctx.val, "val")
+        records.append({"candidate": j, "weighted_loss": float(val["weighted_loss"]), "val": val,
+                        "policy_counts": {name: policies[j].count(name) for name in OPTIONS}})
+        if best is None or val["weighted_loss"] < records[best["index"]]["weighted_loss"]:
+            best = {"index": j, "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+        if ctx.run is not None:
+            ctx.loop().log({"stage": "post_train", "step": ctx.config.post_train.steps, "kind": "candidate", **records[-1]})
+            ctx.lines_done = ctx.run.metrics_lines  # the next candidate starts fresh after these lines
+        ctx.save("post_train", 0, False, {"model": {}, "policy": policies[j].to_dict(),
+                                          "candidates": {**tag, "records": records, "best": best, "current": j + 1}})
+        state = None
+    assert best is not None
+    chosen = policies[best["index"]]
+    summary = {"policies": list(search["policies"]), "records": records, "best": {"index": best["index"]}}
+    done = {"done": True, "step": ctx.config.post_train.steps, "model": best["model"], "policy": chosen.to_dict(),
+            "candidates": summary, "metrics_lines": ctx.run.metrics_lines if ctx.run is not None else 0}
+    ctx.save("post_train", ctx.config.post_train.steps, True, {k: v for k, v in done.items() if k not in ("done", "step")})
+    return chosen, done, records
+
+
+def _train_policy(
+    ctx: Context,
+    policy: Policy,
+    state: Optional[Dict[str, Any]],
+    tag: Optional[Dict[str, Any]] = None,
+    final: bool = True,
+) -> MultiTaskModel:
+    """The model of ``policy`` (derived, adapted by the method) trained with the post-train
+    settings; from ``state`` when it is a checkpoint of this training (a finished one is only
+    loaded). ``tag`` goes into every checkpoint as ``candidates``; a training that is not
+    ``final`` (a candidate) never writes a finished checkpoint."""
+    cfg = ctx.config.post_train
+    runtime = ctx.runtime
     model = ctx.method.adapt_model(derive_for_training(ctx, policy), ctx.sm).to(runtime.device)
     trained = list(model.parameters()) + ctx.weighting.parameters()
     optimizer = make_optimizer(cfg.optimizer, trained)
@@ -548,64 +618,61 @@ def run_post_train(ctx: Context) -> PostTrainResult:
         if state["done"]:
             ctx.finished(state)
             if ctx.run is not None:
-                ctx.run.truncate_metrics(ctx.lines_done)  # the final evaluation is logged again below
-            start = cfg.steps
-        else:
-            _restore_optim(state, {"weights": optimizer}, {"weights": scheduler})
-            scaler.load_state_dict(state["scaler"])
-            ctx.weighting.load_state_dict(state["weighting"])
-            stream.load_state_dict(state["streams"]["train"])
-            ctx.resume_common(state)
-            start, window = int(state["step"]), state["window"]
+                ctx.run.truncate_metrics(ctx.lines_done)  # the final evaluation is logged again
+            return model
+        _restore_optim(state, {"weights": optimizer}, {"weights": scheduler})
+        scaler.load_state_dict(state["scaler"])
+        ctx.weighting.load_state_dict(state["weighting"])
+        stream.load_state_dict(state["streams"]["train"])
+        ctx.resume_common(state)
+        start, window = int(state["step"]), state["window"]
     else:
         ctx.begin_fresh("post_train")
 
-    if state is None or not state["done"]:
-        model.train()
-        wrapped = wrap_ddp(model, runtime)
+    model.train()
+    wrapped = wrap_ddp(model, runtime)
 
-        def step(i: int) -> Dict[str, float]:
-            images, targets = to_device(stream.next(), runtime.device)
-            optimizer.zero_grad(set_to_none=True)
-            ctx.method.before_step(model, "post_train", i)
-            with runtime.autocast():
-                outputs = wrapped(images)
-            losses = task_losses(outputs, targets, ctx.tasks)
-            total = ctx.weighting.backward(losses, scale=scaler.scale, params=trained)
-            average_gradients(ctx.weighting.parameters(), runtime)
-            scaler.step(optimizer)
-            scaler.update()
-            if scheduler is not None:
-                scheduler.step()
-            return {**_log_losses(total, losses), "lr": optimizer.param_groups[0]["lr"]}
+    def step(i: int) -> Dict[str, float]:
+        images, targets = to_device(stream.next(), runtime.device)
+        optimizer.zero_grad(set_to_none=True)
+        ctx.method.before_step(model, "post_train", i)
+        with runtime.autocast():
+            outputs = wrapped(images)
+        losses = task_losses(outputs, targets, ctx.tasks)
+        total = ctx.weighting.backward(losses, scale=scaler.scale, params=trained)
+        average_gradients(ctx.weighting.parameters(), runtime)
+        scaler.step(optimizer)
+        scaler.update()
+        if scheduler is not None:
+            scheduler.step()
+        return {**_log_losses(total, losses), "lr": optimizer.param_groups[0]["lr"]}
 
-        def save(step_done: int, done: bool, win: Dict[str, List[float]]) -> Optional[str]:
-            return ctx.save(
-                "post_train",
-                step_done,
-                done,
-                {
-                    "model": model.state_dict(),
-                    "policy": policy.to_dict(),
-                    "optimizers": {"weights": optimizer.state_dict()},
-                    "schedulers": {"weights": _sched_state(scheduler)},
-                    "scaler": scaler.state_dict(),
-                    "weighting": ctx.weighting.state_dict(),
-                    "streams": {"train": stream.state_dict()},
-                    "window": win,
-                    "tau": None,
-                },
-            )
+    def save(step_done: int, done: bool, win: Dict[str, List[float]]) -> Optional[str]:
+        if not final and done:
+            return None  # a candidate's end is checkpointed with its record (_choose_by_retraining)
+        extra = {"candidates": tag} if tag is not None else {}
+        return ctx.save(
+            "post_train",
+            step_done,
+            done,
+            {
+                "model": model.state_dict(),
+                "policy": policy.to_dict(),
+                "optimizers": {"weights": optimizer.state_dict()},
+                "schedulers": {"weights": _sched_state(scheduler)},
+                "scaler": scaler.state_dict(),
+                "weighting": ctx.weighting.state_dict(),
+                "streams": {"train": stream.state_dict()},
+                "window": win,
+                "tau": None,
+                **extra,
+            },
+        )
 
-        with ctx.weighting.watch(model):
-            ctx.loop().loop("post_train", cfg.steps, start, step, save, lambda: evaluate(ctx, model, ctx.val), window)
-        broadcast_(list(model.buffers()), runtime)
-    model.eval()
-    val = evaluate(ctx, model, ctx.val, "val")
-    test = evaluate(ctx, model, ctx.test, "test") if ctx.test is not None else None
-    if ctx.run is not None:
-        ctx.loop().log({"stage": "post_train", "step": cfg.steps, "kind": "final", "val": val, "test": test})
-    return PostTrainResult(model, policy, val, test)
+    with ctx.weighting.watch(model):
+        ctx.loop().loop("post_train", cfg.steps, start, step, save, lambda: evaluate(ctx, model, ctx.val), window)
+    broadcast_(list(model.buffers()), runtime)
+    return model
 
 
 def _load_model_state(model: nn.Module, state: Mapping[str, torch.Tensor], ctx: Context) -> None:

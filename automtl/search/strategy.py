@@ -17,6 +17,9 @@ method object, through this small interface, everything that differs between met
 * ``draw_policy(sm, score)``: the hard policy post-train trains; ``score(policy)`` gives the
   validation loss of the policy-trained supermodel in fixed mode (lower is better), for
   methods that pick among candidates;
+* ``retrain_candidates(sm)``: policies to choose among by training each with the post-train
+  settings and keeping the best on validation (AdaShare: k samples, re-trained); an empty
+  list (the default) means ``draw_policy`` gives the policy post-train trains;
 * ``adapt_model(model, sm)``: the model post-train trains, made from the derived one
   (default: the derived model itself; Maximum Roaming adds per-task channel masks, which
   the run's ``model/model.json`` records so that :func:`automtl.load_run` rebuilds them).
@@ -28,7 +31,7 @@ AutoMTL is the first strategy; the single-task and multi-task baselines are
 from __future__ import annotations
 
 import difflib
-from typing import Callable, Dict, Optional, Tuple, Union
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 
@@ -66,6 +69,9 @@ class SharingMethod:
 
     def draw_policy(self, sm: SuperModel, score: Score) -> Policy:
         return Policy.argmax(sm)
+
+    def retrain_candidates(self, sm: SuperModel) -> List[Policy]:
+        return []
 
     def adapt_model(self, model: MultiTaskModel, sm: SuperModel) -> MultiTaskModel:
         return model
