@@ -1,6 +1,8 @@
 """`automtl search` end to end on a tiny config: three runs (searched, single-task,
 multi-task), the results table, resume, and the errors users see."""
 
+import contextlib
+import io
 import json
 import os
 
@@ -15,18 +17,23 @@ TINY_YAML = tiny_scenes_yaml(logging={"checkpoint_every": 2})
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
+    """One finished `automtl search` of the tiny config, and what it printed: built here, so
+    every test that reads the run finds it whatever runs before it (or alone)."""
     folder = tmp_path_factory.mktemp("cli")
     config = folder / "tiny.yaml"
     config.write_text(TINY_YAML)
     out = folder / "run"
-    return config, out
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["search", "--config", str(config), "--out", str(out), "--quiet", "--set", "policy_train.lambda_reg=0.01"])
+    assert code == 0
+    return config, out, printed.getvalue()
 
 
 @pytest.mark.slow
-def test_search_end_to_end(tiny_run, capsys):
-    config, out = tiny_run
-    assert main(["search", "--config", str(config), "--out", str(out), "--quiet", "--set", "policy_train.lambda_reg=0.01"]) == 0
-    printed = capsys.readouterr().out.splitlines()
+def test_search_end_to_end(tiny_run):
+    config, out, stdout = tiny_run
+    printed = stdout.splitlines()
     assert printed[0] == "scenes (test split), seed 0"
     assert [line.split()[0] for line in printed[4:7]] == ["Single-Task", "Multi-Task", "AutoMTL"]
     header = printed[2]
@@ -56,8 +63,9 @@ def test_search_end_to_end(tiny_run, capsys):
 
 @pytest.mark.slow
 def test_resume_of_a_finished_run_reprints_the_table(tiny_run, capsys):
-    config, out = tiny_run
+    config, out, stdout = tiny_run
     first = (out / "table.txt").read_text()
+    assert stdout.startswith(first)  # the table the search printed is the one it saved
     assert main(["search", "--resume", str(out), "--quiet"]) == 0
     assert capsys.readouterr().out.startswith(first)
 

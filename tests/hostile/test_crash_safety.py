@@ -83,6 +83,14 @@ def _no_torn_files(out):
             json.load(open(os.path.join(out, name)))
 
 
+def _metrics_lines(out):
+    path = os.path.join(out, "metrics.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [line for line in f.read().splitlines() if line.strip()]
+
+
 def _partial_writes(out):
     found = []
     for folder in (out, os.path.join(out, "checkpoints"), os.path.join(out, "model")):
@@ -102,27 +110,35 @@ def test_sigkill_at_random_points_and_during_a_checkpoint_write(tmp_path):
     unbroken = subprocess.run([sys.executable, str(script), str(reference)], env={**env, "AUTOMTL_TEST_WRITE_PAUSE": "0"},
                               capture_output=True, text=True, timeout=600)
     assert unbroken.returncode == 0, unbroken.stderr
+    total = len(_metrics_lines(str(reference)))
     rng = random.Random(2)
     kills = []
     for attempt in range(2):
         # the first run pauses long in every write, so that the kill surely lands inside one
         pause = {"AUTOMTL_TEST_WRITE_PAUSE": "1"} if attempt == 0 else {}
         process = subprocess.Popen([sys.executable, str(script), out], env={**env, **pause}, stderr=subprocess.PIPE)
+        deadline = time.time() + 120
         if attempt == 0:  # wait for a checkpoint write to be under way, then kill it mid-write
-            deadline = time.time() + 120
             while not any(p.endswith(".pt") for p in _partial_writes(out)) and time.time() < deadline:
                 time.sleep(0.005)
-            assert process.poll() is None, process.stderr.read().decode()
             torn = [p for p in _partial_writes(out) if p.endswith(".pt")]
         else:
-            time.sleep(rng.uniform(2.0, 5.0))  # after the start-up (import, compile): within the run
+            # the resumed run is killed at a random point of its training: once it has logged 1 to 3
+            # lines past what the first run left (a resume only ever cuts the log back), well before
+            # the end of the run
+            target = len(_metrics_lines(out)) + rng.randint(1, 3)
+            assert target <= total - 3, (target, total)
+            while len(_metrics_lines(out)) < target and process.poll() is None and time.time() < deadline:
+                time.sleep(0.005)
+        assert process.poll() is None, process.stderr.read().decode()  # the kill hits a running process
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=60)
         kills.append(process.returncode)
         if attempt == 0:
             assert torn and all(os.path.exists(p) for p in torn)  # the half-written file is there ...
         _no_torn_files(out)  # ... but nothing a reader opens is torn
-    assert kills[0] == -signal.SIGKILL
+        assert not os.path.exists(os.path.join(out, "results.json"))  # killed before the run could finish
+    assert kills == [-signal.SIGKILL, -signal.SIGKILL]
     done = subprocess.run([sys.executable, str(script), out], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert _partial_writes(out) == []  # a resumed run clears what killed writes left
