@@ -45,10 +45,12 @@ class MultiTaskModel(torch.fx.GraphModule):
         self.task_names: Tuple[str, ...] = tuple(task_names)
         self.policy = policy
         self.usage: Dict[str, Tuple[str, ...]] = {k: tuple(v) for k, v in usage.items()}
+        #: residual blocks (by addition node) a task may skip as a whole (automtl.block_skip)
+        self.block_skips: Tuple[str, ...] = ()
 
     def __deepcopy__(self, memo: Dict[int, Any]) -> "MultiTaskModel":
         result = super().__deepcopy__(memo)
-        for name in ("task_names", "policy", "usage"):
+        for name in ("task_names", "policy", "usage", "block_skips"):
             setattr(result, name, copy.deepcopy(getattr(self, name), memo))
         return result
 
@@ -178,7 +180,9 @@ def derive(sm: "SuperModel", policy: Policy) -> MultiTaskModel:
             results[task] = emit.call("module", f"heads.{task}", head, task, (outputs[t],), {})
     emit.graph.output(results)
     emit.graph.lint()
-    return MultiTaskModel(emit.root, emit.graph, sm.task_names, policy, emit.usage)
+    model = MultiTaskModel(emit.root, emit.graph, sm.task_names, policy, emit.usage)
+    model.block_skips = tuple(b.merge for b in blocks.blocks)
+    return model
 
 
 def _emit_node(

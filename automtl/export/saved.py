@@ -44,6 +44,7 @@ def save_model(model: MultiTaskModel, path: PathLike, spec: Mapping[str, Any]) -
         "spec": _plain(dict(spec), "spec"),
         "policy": model.policy.to_dict(),
         "tasks": list(model.task_names),
+        "block_skips": list(getattr(model, "block_skips", ())),  # AdaShare's whole-block skips
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
     }
     atomic_torch_save(payload, path)
@@ -107,6 +108,12 @@ def _load_file(path: str) -> Tuple[MultiTaskModel, Dict[str, Any]]:
         from automtl.search.build import build_supermodel
 
         supermodel, _ = build_supermodel(spec)
+        if payload.get("block_skips"):  # the model skips whole residual blocks (AdaShare): derive it so again
+            from automtl.methods.blocks import restore_block_skips
+
+            missing = restore_block_skips(supermodel, payload["block_skips"])
+            if missing:
+                raise PolicyError(f"it names residual blocks the rebuilt model does not have: {', '.join(missing[:5])}")
         policy = Policy.from_dict(supermodel, payload["policy"])
     except (ConfigError, ExportError, PolicyError) as exc:
         raise CheckpointError(f"cannot rebuild the model saved in {path}: {exc}") from exc

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import operator
-from typing import TYPE_CHECKING, Dict, List, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Set, Tuple
 
 import networkx as nx
 import torch
@@ -160,6 +160,15 @@ def find_block_skips(sm: "SuperModel") -> List[BlockSkip]:
         claimed |= branch
         found.append(BlockSkip(node.name, end, node.parents[short], tuple(sorted(branch, key=order.__getitem__)), tuple(members)))
     return found
+
+
+def restore_block_skips(sm: "SuperModel", merges: Sequence[str]) -> List[str]:
+    """Give ``sm`` the block skips of the blocks whose additions are ``merges`` (as a run's or a
+    saved model's metadata names them, ``MultiTaskModel.block_skips``), so that deriving its
+    policy again gives the same model; returns the names ``sm`` has no skippable block for."""
+    found = [b for b in find_block_skips(sm) if b.merge in set(merges)]
+    sm.set_block_skips(found)
+    return sorted(set(merges) - {b.merge for b in found})
 
 
 def decision_units(sm: "SuperModel", granularity: str = "block") -> List[DecisionUnit]:

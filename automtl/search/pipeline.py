@@ -340,13 +340,11 @@ def load_run(run_dir: Union[str, os.PathLike], supermodel: Optional[SuperModel] 
 
 def _set_block_skips(supermodel: SuperModel, merges: Sequence[str], where: str) -> None:
     """Give ``supermodel`` the whole-block skips a run's final model was derived with."""
-    from automtl.methods.blocks import find_block_skips
+    from automtl.methods.blocks import restore_block_skips
 
-    found = [b for b in find_block_skips(supermodel) if b.merge in set(merges)]
-    missing = sorted(set(merges) - {b.merge for b in found})
+    missing = restore_block_skips(supermodel, merges)
     if missing:
         raise CheckpointError(f"{where} names residual blocks this SuperModel does not have: {', '.join(missing[:5])}")
-    supermodel.set_block_skips(found)
 
 
 # -- the comparison ---------------------------------------------------------------------------

@@ -123,6 +123,10 @@ def read_run(run_dir: Union[str, os.PathLike], supermodel: Optional["SuperModel"
 
         try:
             supermodel, _ = build_supermodel(spec)
+            if (model_meta or {}).get("block_skips"):  # AdaShare: its final model skips whole blocks
+                from automtl.methods.blocks import restore_block_skips
+
+                restore_block_skips(supermodel, model_meta["block_skips"])  # type: ignore[index]
         except AutoMTLError as exc:
             notes.append(f"the model could not be rebuilt from the run's spec ({first_line(exc)}); the diagram shows choices only")
     elif supermodel is None:

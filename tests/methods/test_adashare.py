@@ -372,3 +372,55 @@ def test_the_candidate_search_resumes_where_it_stopped(tmp_path):
     assert (tmp_path / "a" / "metrics.jsonl").read_text() == (tmp_path / "b" / "metrics.jsonl").read_text()
     a, b = reference.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+SPEC = {
+    "format": "automtl.model",
+    "version": 1,
+    "backbone": {"builtin": "dilated_resnet_tiny", "kwargs": {"widths": [4, 8], "dilations": [1, 2]}},
+    "input_shape": [3, 8, 8],
+    "tasks": [
+        {"kind": "segmentation", "name": "seg", "classes": 3, "aspp_rates": [1], "head_hidden": 4},
+        {"kind": "depth", "name": "depth", "aspp_rates": [1], "head_hidden": 4},
+    ],
+    "task_options": {},
+    "compile": {"norm": "per_task", "searchable": ["conv", "linear"]},
+    "seed": 0,
+}
+
+
+def test_a_saved_adashare_model_loads_with_its_block_skips(tmp_path):
+    from automtl.export.saved import load_model, save_model
+    from automtl.search.build import build_supermodel
+
+    sm, spec = build_supermodel(SPEC)
+    method = AdaShare(curriculum=False)
+    method.prepare(sm)
+    # seg skips the block that changes the width (its down-sample path stands in), depth the other
+    selected = torch.tensor([[True, False], [False, True]])
+    model = derive(sm, method._policy(sm, selected)).eval()
+    assert set(model.block_skips) == {b.merge for b in sm.block_skips.blocks}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+    save_model(model, tmp_path / "m.pt", spec)
+    loaded = load_model(tmp_path / "m.pt")
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        expected, got = model(x), loaded(x)
+    assert all(torch.equal(expected[t], got[t]) for t in ("seg", "depth"))
+    assert not [name for name, _ in loaded.named_modules() if name.startswith("skip")]
+
+
+def test_a_run_of_a_config_reads_back_with_its_block_skips(tmp_path):
+    from automtl.viz.show import read_run
+    from search_toy import TINY_SCENES
+
+    config = {**TINY_SCENES, "adashare": {"k": 2, "curriculum": False, "lambda_sparsity": 1.0}, "post_train": {"steps": 1}}
+    result = automtl.search(config=config, method="adashare", out=tmp_path, progress=False)
+    model, meta = automtl.load_run(tmp_path)  # rebuilt from the run's spec alone
+    assert meta["block_skips"] and set(model.block_skips) == set(meta["block_skips"])
+    contents = read_run(tmp_path)
+    assert {b.merge for b in contents.supermodel.block_skips.blocks} == set(meta["block_skips"])
+    redrawn = derive(contents.supermodel, contents.policy)
+    assert sorted(redrawn.state_dict()) == sorted(result.model.state_dict())
