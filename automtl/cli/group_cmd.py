@@ -28,8 +28,10 @@ affinity table (how much each task's loss changes when trained with another).
 BUDGET is in units of one single-task network: the mean multiply-accumulates per image of
 the full-size single-task networks, heads included. A network costs the MACs of the model
 built for its tasks (backbone and heads, shared work counted once), so T single-task
-networks cost T together and a k-task network about 1 plus its extra heads; a half-size one
-(every backbone width / sqrt 2) about 0.5.
+networks cost T together, a k-task network what it computes (with norms that follow their
+operator: one backbone and k heads, a little over 1), and a half-size one (every backbone
+width / sqrt 2) a little over 0.5. Default budgets: the cost of the network of all tasks
+(the smallest that fits every task in one network), then 1.5, 2, ..., the number of tasks.
 
 On scenes every candidate trains for 200 steps here (against automtl search's 300), so that
 the 19 candidates train in minutes on a CPU; change it with --config or
@@ -64,8 +66,8 @@ def register(subparsers: Any) -> None:
     )
     grouping = parser.add_argument_group("grouping")
     grouping.add_argument("--budget", action="append", default=[], metavar="BUDGET",
-                          help="inference budget in single-task networks (repeatable, or comma-separated: 1,2.5); "
-                          "default: 1, 1.5, ..., number of tasks")
+                          help="inference budget in single-task networks (repeatable, or comma-separated: 1.6,2.5); "
+                          "default: the all-task network's cost, then 1.5, 2, ..., number of tasks")
     grouping.add_argument("--mode", choices=("full", "esa", "hoa"),
                           help="full: train every candidate fully (default); esa: early-stopping approximation; "
                           "hoa: higher-order approximation from pairs")
