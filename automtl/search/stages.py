@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
@@ -42,7 +43,7 @@ from automtl.search.distributed import (
     gather_objects,
     wrap_ddp,
 )
-from automtl.search.run import RunDir
+from automtl.search.run import RunDir, dumps
 from automtl.search.schedule import TauSchedule
 from automtl.search.strategy import SharingMethod
 from automtl.search.trainer import Callback, StageLoop
@@ -574,7 +575,8 @@ def _choose_by_retraining(
         resume = state if state is not None and int(state["step"]) > 0 and state["candidates"]["current"] == j else None
         model = _train_policy(ctx, policies[j], resume, tag, final=False)
         val = evaluate(ctx, model, ctx.val, "val")
-        records.append({"candidate": j, "weighted_loss": float(val["weighted_loss"]), "val": val,
+        # plain JSON values: the record goes into checkpoints (weights_only loading) and results.json
+        records.append({"candidate": j, "weighted_loss": float(val["weighted_loss"]), "val": json.loads(dumps(val)),
                         "policy_counts": {name: policies[j].count(name) for name in OPTIONS}})
         if best is None or val["weighted_loss"] < records[best["index"]]["weighted_loss"]:
             best = {"index": j, "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
