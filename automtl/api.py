@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from automtl.compiler.fx_frontend import LeafSpec, graph_from_module, trace_module
-from automtl.compiler.passes import DEFAULT_SEARCHABLE, assign_roles, check_batched
+from automtl.compiler.passes import DEFAULT_NORM, DEFAULT_SEARCHABLE, assign_roles, check_batched
 from automtl.errors import CompileError
 from automtl.supermodel import SuperModel
 from automtl.task import Task, as_tasks
@@ -24,7 +24,7 @@ def compile(  # noqa: A001 - the public name the design asks for
     example_input: Optional[torch.Tensor] = None,
     *,
     searchable: Sequence[Type[nn.Module]] = DEFAULT_SEARCHABLE,
-    norm: str = "per_task",
+    norm: str = DEFAULT_NORM,
     leaf_modules: Iterable[LeafSpec] = (),
 ) -> SuperModel:
     """Compile ``backbone`` into a multi-task :class:`SuperModel` for ``tasks``.
@@ -38,8 +38,13 @@ def compile(  # noqa: A001 - the public name the design asks for
       down-samples). Required for an ``nn.Module``; a prototxt file declares its input, and
       an example input overrides it.
     * ``searchable``: operator types that get a per-task policy (conv and linear by default).
-    * ``norm``: ``"per_task"`` (default) gives every task its own copy of each normalisation
-      layer; ``"follow"`` makes a norm take the choice of the operator it normalises.
+    * ``norm``: ``"follow"`` (default) makes a normalisation layer take the choice of the
+      operator it normalises, so an all-shared policy is the backbone itself and a shared prefix
+      runs once; ``"per_task"`` gives every task its own copy of each normalisation layer
+      whatever the policy (the original AutoMTL code's default: batch statistics per task);
+      ``"search"`` gives each normalisation layer a policy of its own (shared / own / skip,
+      where skipping a norm is the identity). A norm with no single feeding operator follows
+      the rule of :func:`automtl.compiler.passes.assign_roles`.
     * ``leaf_modules``: module classes or paths kept whole instead of traced through.
     """
     task_list = as_tasks(tasks)

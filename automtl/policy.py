@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Sequence, Tuple,
 
 import torch
 
-from automtl.compiler.ir import OPTIONS
+from automtl.compiler.ir import OPTIONS, PER_TASK
 from automtl.errors import PolicyError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -31,7 +31,13 @@ def _did_you_mean(name: str, choices: Sequence[str]) -> str:
 
 class Policy:
     """Per task, per searchable node: the chosen option (0 shared, 1 own, 2 skip), and
-    optionally the distribution it was drawn from."""
+    optionally the distribution it was drawn from.
+
+    ``share_per_task``: whether the SuperModel's per-task nodes (normalisation layers compiled
+    with ``norm="per_task"``, and parameters with no operator to follow), which otherwise run a
+    copy per task whatever the policy, are shared too. :meth:`hard_sharing` sets it: the
+    multi-task baseline, one backbone - normalisation included - under the task heads.
+    """
 
     def __init__(
         self,
@@ -39,7 +45,11 @@ class Policy:
         nodes: Sequence[str],
         choices: Mapping[str, Mapping[str, int]],
         probs: Optional[Mapping[str, Mapping[str, Sequence[float]]]] = None,
+        share_per_task: bool = False,
     ):
+        if not isinstance(share_per_task, bool):
+            raise PolicyError(f"share_per_task must be true or false, got {share_per_task!r}")
+        self.share_per_task = share_per_task
         self.tasks: Tuple[str, ...] = tuple(tasks)
         self.nodes: Tuple[str, ...] = tuple(nodes)
         self._choices: Dict[str, Dict[str, int]] = {}
@@ -72,18 +82,20 @@ class Policy:
         return sum(c == index for row in self._choices.values() for c in row.values())
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Policy) and (self.tasks, self.nodes, self._choices) == (
+        return isinstance(other, Policy) and (self.tasks, self.nodes, self._choices, self.share_per_task) == (
             other.tasks,
             other.nodes,
             other._choices,
+            other.share_per_task,
         )
 
     def __hash__(self) -> int:
-        return hash((self.tasks, self.nodes, tuple(tuple(r.values()) for r in self._choices.values())))
+        return hash((self.tasks, self.nodes, tuple(tuple(r.values()) for r in self._choices.values()), self.share_per_task))
 
     def __repr__(self) -> str:
         counts = ", ".join(f"{name} {self.count(i)}" for i, name in enumerate(OPTIONS))
-        return f"Policy({len(self.tasks)} tasks x {len(self.nodes)} nodes: {counts})"
+        extra = "; per-task nodes shared" if self.share_per_task else ""
+        return f"Policy({len(self.tasks)} tasks x {len(self.nodes)} nodes: {counts}{extra})"
 
     # -- constructors ---------------------------------------------------------------------
     @classmethod
@@ -95,6 +107,16 @@ class Policy:
     @classmethod
     def all_shared(cls, sm: "SuperModel") -> "Policy":
         return cls.constant(sm, 0)
+
+    @classmethod
+    def hard_sharing(cls, sm: "SuperModel") -> "Policy":
+        """Hard parameter sharing: every searchable node shared and the per-task nodes shared
+        too (``share_per_task``), so the derived model is the backbone - normalisation layers
+        included, whatever the ``norm`` mode - under the task heads. Where the SuperModel has no
+        per-task nodes (the default ``norm="follow"``) this is :meth:`all_shared`."""
+        nodes = sm.searchable_nodes
+        per_task = any(vcn.role == PER_TASK for vcn in sm.vcns.values())
+        return cls(sm.task_names, nodes, {t: {n: 0 for n in nodes} for t in sm.task_names}, share_per_task=per_task)
 
     @classmethod
     def all_own(cls, sm: "SuperModel") -> "Policy":
@@ -141,6 +163,7 @@ class Policy:
         if not isinstance(data, Mapping):
             raise PolicyError(f"a policy must be a mapping, got {type(data).__name__}")
         table: Any = data
+        share_per_task = False
         if "format" in data:  # the form to_dict writes; else a bare {task: {node: option}}
             if data["format"] != FORMAT or data.get("version") != VERSION:
                 raise PolicyError(
@@ -148,6 +171,9 @@ class Policy:
                     f"{data.get('version')!r} (expected {FORMAT!r} version {VERSION})"
                 )
             table = data.get("tasks")
+            share_per_task = data.get("share_per_task", False)  # absent in files before it existed
+            if not isinstance(share_per_task, bool):
+                raise PolicyError(f"the policy's 'share_per_task' must be true or false, got {share_per_task!r}")
             if not isinstance(table, Mapping):
                 raise PolicyError("the policy has no 'tasks' mapping")
         for task in table:
@@ -184,7 +210,7 @@ class Policy:
                 else:
                     choices[task][node] = entry
         full = len(probs) == len(sm.task_names) and all(len(r) == len(sm.searchable_nodes) for r in probs.values())
-        return cls(sm.task_names, sm.searchable_nodes, choices, probs if full else None)
+        return cls(sm.task_names, sm.searchable_nodes, choices, probs if full else None, share_per_task=share_per_task)
 
     @classmethod
     def load(cls, sm: "SuperModel", path: Union[str, os.PathLike]) -> "Policy":
@@ -206,7 +232,10 @@ class Policy:
                     entry["probs"] = [round(p, 6) for p in self.probs[task][node]]
                 row[node] = entry
             tasks[task] = row
-        return {"format": FORMAT, "version": VERSION, "options": list(OPTIONS), "nodes": list(self.nodes), "tasks": tasks}
+        out = {"format": FORMAT, "version": VERSION, "options": list(OPTIONS), "nodes": list(self.nodes), "tasks": tasks}
+        if self.share_per_task:  # written only when set: other policies' files stay as they were
+            out["share_per_task"] = True
+        return out
 
     def to_json(self, indent: int = 1) -> str:
         return json.dumps(self.to_dict(), indent=indent)

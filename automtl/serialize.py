@@ -19,6 +19,7 @@ from typing import Any, Dict, Optional, Sequence, Union
 import torch
 from torch import nn
 
+from automtl.compiler.passes import DEFAULT_NORM, NORM_POLICIES
 from automtl.errors import AutoMTLError, CheckpointError, ConfigError
 from automtl.io import atomic_torch_save, safe_torch_load
 from automtl.task import Task
@@ -71,7 +72,7 @@ def compile_with_heads(
     prototxt: PathLike,
     heads: Sequence[HeadSpec],
     *,
-    norm: str = "per_task",
+    norm: str = DEFAULT_NORM,
     input_shape: Optional[Sequence[int]] = None,
 ):
     """Compile a prototxt backbone (path, text or shipped name) with a :class:`HeadSpec` head per
@@ -133,7 +134,7 @@ def _check_payload(path: PathLike, payload: Any) -> None:
     options = payload.get("options")
     if not (
         isinstance(options, dict)
-        and options.get("norm") in ("per_task", "follow")
+        and options.get("norm") in NORM_POLICIES
         and isinstance(options.get("input_shape"), list)
         and all(type(d) is int and d > 0 for d in options["input_shape"])
     ):

@@ -215,9 +215,20 @@ class SuperModel(nn.Module):
                 raise PolicyError("fixed mode needs a policy: sm.set_mode('fixed', policy=Policy.argmax(sm))")
             self._check_policy(policy)
             self.policy = policy
-            self._hard = {n: [policy.choice(t, n) for t in self.task_names] for n in self.searchable_nodes}
+            self._hard = self.fixed_choices(policy)
         self.mode = mode
         return self
+
+    def fixed_choices(self, policy: Policy) -> Dict[str, List[int]]:
+        """``{node: option per task}`` under ``policy``: every searchable node, and - where the
+        policy shares them (:meth:`Policy.hard_sharing`) - the per-task nodes, as shared. A
+        per-task node missing from it runs each task's own copy."""
+        hard = {n: [policy.choice(t, n) for t in self.task_names] for n in self.searchable_nodes}
+        if policy.share_per_task:
+            for name, vcn in self.vcns.items():
+                if vcn.role == PER_TASK:
+                    hard[name] = [0] * self.num_tasks
+        return hard
 
     def set_allowed_options(self, options: Sequence[Union[int, str]]) -> None:
         """Restrict the options the policy can take (e.g. ``("shared", "skip")`` for AdaShare)."""
@@ -397,7 +408,9 @@ class SuperModel(nn.Module):
         idle: Optional[List[bool]] = None,
     ) -> List[Any]:
         vcn = self.vcns[node.name]
-        source = node.name if node.role == SEARCHABLE else node.follows
+        source = node.follows if node.role == FOLLOW else node.name
+        # a per-task node runs each task's copy unless a fixed policy shares it (hard sharing)
+        per_task = node.role == PER_TASK and (hard is None or source not in hard)
         shared_done: Dict[tuple, Any] = {}
         out: List[Any] = []
         for t, task in enumerate(self.task_names):
@@ -405,7 +418,7 @@ class SuperModel(nn.Module):
                 out.append(None)
                 continue
             args, kwargs, key = self._task_inputs(node, env, t)
-            if node.role == PER_TASK:
+            if per_task:
                 out.append(vcn.copies[task](*args, **kwargs))
                 continue
 

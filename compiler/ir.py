@@ -23,7 +23,7 @@ SHARED, OWN, SKIP = 0, 1, 2
 #: Roles a node can play.
 PLAIN = "plain"  # parameter-free: no copies, no policy
 SEARCHABLE = "searchable"  # has its own policy logits
-PER_TASK = "per_task"  # every task always runs its own copy (normalisation by default)
+PER_TASK = "per_task"  # every task runs its own copy (norms with norm="per_task"), unless a policy shares them all
 FOLLOW = "follow"  # takes the choice of the searchable node named in ``follows``
 ROLES = (PLAIN, SEARCHABLE, PER_TASK, FOLLOW)
 

@@ -395,7 +395,9 @@ def _calls_per_step(tasks, execution):
     x = torch.randn(2, 3, 16, 16)
     backbone = GroupedNet()
     backbone.bn2.momentum = 0.1  # a cumulative average updates each copy with its own factor
-    sm = automtl.compile(backbone, [f"t{i}" for i in range(tasks)], example_input=x)
+    # per-task norms: one grouped batch norm per node. (A shared norm - norm="follow" - updates its
+    # running statistics once per distinct task input, in task order, as the reference does.)
+    sm = automtl.compile(backbone, [f"t{i}" for i in range(tasks)], example_input=x, norm="per_task")
     sm.set_mode("gumbel").set_execution(execution)
     with _CountOps() as forward:
         out = sm(x)

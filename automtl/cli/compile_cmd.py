@@ -7,6 +7,7 @@ import math
 import os
 from typing import List, Optional, Sequence
 
+from automtl.compiler.passes import DEFAULT_NORM, NORM_POLICIES
 from automtl.errors import ConfigError
 
 DESCRIPTION = """\
@@ -90,9 +91,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--norm",
-        choices=("per_task", "follow"),
-        default="per_task",
-        help="normalisation layers: a copy per task (default), or follow the operator they normalise",
+        choices=NORM_POLICIES,
+        default=DEFAULT_NORM,
+        help="normalisation layers: follow the operator they normalise (default), a copy per task "
+        "(batch statistics per task, as the original AutoMTL code), or searched on their own",
     )
     parser.add_argument("--verbose", action="store_true", help="also print every node: operator, shapes, role")
     parser.set_defaults(run=run)

@@ -152,7 +152,7 @@ def derive(sm: "SuperModel", policy: Policy) -> MultiTaskModel:
     """Build the fixed multi-task model of ``policy`` from ``sm``. Its weights are copies of
     the SuperModel's, so training one leaves the other alone."""
     sm._check_policy(policy)
-    hard = {n: [policy.choice(t, n) for t in sm.task_names] for n in sm.searchable_nodes}
+    hard = sm.fixed_choices(policy)
     blocks = sm.block_skips  # whole-block skips (AdaShare): a skipping task emits none of the branch
     skipped = blocks.skipped(hard, sm.task_names)
     idle_of = blocks.idle(skipped)
@@ -206,7 +206,7 @@ def _emit_node(
 
     vcn = sm.vcns[node.name]
     if node.role == PER_TASK:
-        choice = 1
+        choice = hard[node.name][t] if node.name in hard else 1  # shared only under hard sharing
     else:
         choice = hard[node.name if node.role == SEARCHABLE else node.follows][t]  # type: ignore[index]
     if choice == 2 and task in vcn.skips:

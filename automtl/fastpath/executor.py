@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Un
 import torch
 from torch import nn
 
-from automtl.compiler.ir import OPTIONS, OWN, PER_TASK, PLAIN, SEARCHABLE, SHARED, SKIP, IRNode, Ref, map_refs
+from automtl.compiler.ir import FOLLOW, OPTIONS, OWN, PER_TASK, PLAIN, SHARED, SKIP, IRNode, Ref, map_refs
 from automtl.errors import ConfigError
 
 from . import operators as ops
@@ -369,10 +369,10 @@ class _Run:
         env[node.parents[0]] = x
         kind = node_plan.operator
         everyone = list(range(self.tasks))
-        if node.role == PER_TASK:
+        source = node.follows if node.role == FOLLOW else node.name
+        if node.role == PER_TASK and (self.hard is None or source not in self.hard):  # shared only by a hard-sharing policy
             columns, _ = self._option(OWN, vcn, kind, node_plan.skip, x, everyone)
             return stack_fresh(columns, tuple(everyone), self.batch)
-        source = node.name if node.role == SEARCHABLE else node.follows
         if self.hard is not None:
             return self._select(vcn, kind, node_plan.skip, x, list(self.hard[source]))  # type: ignore[index]
         return self._mix(vcn, kind, node_plan.skip, x, self._weights(source))  # type: ignore[arg-type]

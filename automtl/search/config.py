@@ -217,11 +217,11 @@ class ModelConfig:
     backbone: Any = None
     tasks: List[Any] = dataclasses.field(default_factory=list)
     task_options: Dict[str, Any] = dataclasses.field(default_factory=dict)
-    norm: str = "per_task"
+    norm: str = "follow"  # see automtl.compiler.passes.NORM_POLICIES
     searchable: List[str] = dataclasses.field(default_factory=lambda: ["conv", "linear"])
 
     def check(self, where: str) -> None:
-        _one_of(self.norm, ("per_task", "follow"), f"{where}.norm")
+        _one_of(self.norm, ("follow", "per_task", "search"), f"{where}.norm")
         for name in self.searchable:
             _one_of(name, tuple(SEARCHABLE_TYPES), f"{where}.searchable")
 

@@ -112,7 +112,8 @@ class AutoMTL(SharingMethod):
 class FixedPolicy(SharingMethod):
     """A fixed policy trained with the post-train loop: ``"own"`` everywhere is the
     single-task baseline (one independent model per task), ``"shared"`` the multi-task
-    (hard-sharing) baseline."""
+    (hard-sharing) baseline: one backbone, normalisation layers included whatever the
+    ``norm`` mode, under the task heads (:meth:`Policy.hard_sharing`)."""
 
     stages = ("post_train",)
 
@@ -123,6 +124,8 @@ class FixedPolicy(SharingMethod):
         self.name = {"own": "single_task", "shared": "multi_task"}.get(option, f"all_{option}")
 
     def draw_policy(self, sm: SuperModel, score: Score) -> Policy:
+        if self.option == "shared":
+            return Policy.hard_sharing(sm)
         return Policy.constant(sm, self.option)
 
 

@@ -54,7 +54,7 @@ def test_compile_writes_a_file_that_loads_safely_and_rebuilds(tiny, tmp_path, ca
     payload = torch.load(out, weights_only=True)
     assert payload["format"] == "automtl.supermodel" and payload["version"] == 1
     assert payload["prototxt"] == TINY and payload["tasks"] == [{"name": "seg", "channels": 5}, {"name": "depth", "channels": 1}]
-    assert payload["options"] == {"norm": "per_task", "input_shape": [1, 3, 8, 8]}
+    assert payload["options"] == {"norm": "follow", "input_shape": [1, 3, 8, 8]}  # the default norm mode
     sm = automtl.load_supermodel(out)
     assert sm.task_names == ("seg", "depth") and sm.searchable_nodes == ["c1", "c2"]
     assert isinstance(sm.heads["seg"], torch.nn.Conv2d) and sm.heads["seg"].out_channels == 5
@@ -154,7 +154,7 @@ def test_help_documents_the_command(capsys):
         main(["compile", "--help"])
     assert exit_.value.code == 0
     text = capsys.readouterr().out
-    for expected in ("NAME:CHANNELS", "--out PATH", "--input-shape N,C,H,W", "--norm {per_task,follow}",
+    for expected in ("NAME:CHANNELS", "--out PATH", "--input-shape N,C,H,W", "--norm {follow,per_task,search}",
                      "deeplab_resnet34, resnet18", "automtl.load_supermodel", "Exit status: 0 on success, 2"):
         assert expected in text, expected
 

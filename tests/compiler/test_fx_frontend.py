@@ -73,7 +73,9 @@ def test_roles_and_depths():
     sm = automtl.compile(torchvision.models.resnet18(weights=None), ["a", "b"], example_input=torch.randn(1, 3, 32, 32))
     g = sm.graph
     assert g["conv1"].role == SEARCHABLE and g["fc"].role == SEARCHABLE
-    assert g["bn1"].role == PER_TASK and g["relu"].role == PLAIN and g["add"].role == PLAIN
+    # norm="follow" is the default: a norm takes its convolution's choice
+    assert g["bn1"].role == FOLLOW and g["bn1"].follows == "conv1"
+    assert g["relu"].role == PLAIN and g["add"].role == PLAIN
     # the residual branch's down-sample sits at the same depth as the block's first conv
     assert g["layer2_0_downsample_0"].depth == g["layer2_0_conv1"].depth == g["layer1_1_conv2"].depth + 1
     assert g["fc"].depth == len(sm.searchable_nodes) - 4  # 4 blocks have a parallel down-sample
@@ -90,12 +92,18 @@ def test_norms_can_follow_their_operator():
     assert sm.graph["layer2_0_downsample_1"].follows == "layer2_0_downsample_0"
 
 
-def test_a_norm_fed_by_a_concatenation_keeps_per_task_copies():
+def test_a_norm_fed_by_a_concatenation_follows_the_operator_of_its_first_input():
     sm = automtl.compile(
         torchvision.models.densenet121(weights=None), ["a"], example_input=torch.randn(1, 3, 32, 32), norm="follow"
     )
-    concat_fed = [n for n in sm.graph if n.description.startswith("BatchNorm2d") and sm.graph[n.parents[0]].op == "call_function"]
-    assert concat_fed and all(n.role == PER_TASK for n in concat_fed)
+    g = sm.graph
+    concat_fed = [n for n in g if n.description.startswith("BatchNorm2d") and g[n.parents[0]].op == "call_function"]
+    assert concat_fed and all(n.role == FOLLOW for n in concat_fed)
+    assert not any(n.role == PER_TASK for n in g)
+    # the first dense layer's concatenation reads the stem (conv0 -> norm0 -> relu0 -> pool0) first
+    assert g["features_denseblock1_denselayer1_norm1"].follows == "features_conv0"
+    # the first dense layer of the second block: the transition's convolution, through its pooling
+    assert g["features_denseblock2_denselayer1_norm1"].follows == "features_transition1_conv"
 
 
 def test_bare_parameters_follow_the_operator_feeding_them():
