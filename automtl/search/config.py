@@ -23,12 +23,12 @@ import yaml
 from automtl.errors import ConfigError
 
 
-class _Loader(yaml.SafeLoader):
+class _Yaml12SafeLoader(yaml.SafeLoader):
     """PyYAML's safe loader with YAML 1.2's floats: ``1e-4`` is a number, not the string
     PyYAML (YAML 1.1: exponents need a dot) makes of it."""
 
 
-_Loader.add_implicit_resolver(
+_Yaml12SafeLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
     list("-+0123456789"),
@@ -37,7 +37,7 @@ _Loader.add_implicit_resolver(
 
 def parse_yaml(text: Any) -> Any:
     """A YAML document or scalar (a file's text, an override's value), with YAML 1.2 floats."""
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    return yaml.load(text, Loader=_Yaml12SafeLoader)  # noqa: S506 - a SafeLoader subclass
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("constant", "step", "cosine")

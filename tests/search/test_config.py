@@ -83,3 +83,13 @@ def test_a_partial_section_keeps_the_fields_own_defaults():
     assert (policy.name, policy.lr, policy.weight_decay) == ("adam", 0.05, 5e-4)
     assert cfg.policy_train.weight_optimizer.name == "sgd"
     assert (cfg.post_train.scheduler.name, cfg.post_train.scheduler.step_size, cfg.post_train.scheduler.gamma) == ("step", 4000, 0.1)
+
+
+def test_exponent_floats_without_a_dot_are_numbers(tmp_path):
+    """YAML 1.1 (PyYAML) reads 1e-4 as a string; configs and --set read it as the number it is."""
+    assert load_config({}, ["policy_train.lambda_reg=1e-4"]).policy_train.lambda_reg == 1e-4
+    path = tmp_path / "c.yaml"
+    path.write_text("policy_train:\n  lambda_reg: 3E-3\n  policy_optimizer: {name: adam, lr: 5e-2}\n")
+    cfg = load_config(str(path))
+    assert cfg.policy_train.lambda_reg == 3e-3 and cfg.policy_train.policy_optimizer.lr == 0.05
+    assert load_config({}, ["device=2e"]).device == "2e"  # not a number: stays a string
