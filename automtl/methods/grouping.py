@@ -319,7 +319,7 @@ def half_size_spec(spec: Mapping[str, Any], factor: float = HALF_WIDTH) -> Dict[
 
     backbone = spec["backbone"]
     name = backbone.get("builtin") if isinstance(backbone, Mapping) else None
-    constructor = BUILTIN_BACKBONES.get(name) if name else None
+    constructor = BUILTIN_BACKBONES.get(name) if name in BUILTIN_BACKBONES else None
     if constructor is None or "widths" not in inspect.signature(constructor).parameters:
         raise ConfigError(
             "half-size networks scale the widths of a built-in backbone (dilated_resnet_tiny, small_convnet); "

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 import math
 import os
 import re
@@ -21,6 +20,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import yaml
 
 from automtl.errors import ConfigError
+from automtl.registry import did_you_mean
 
 
 class _Yaml12SafeLoader(yaml.SafeLoader):
@@ -426,8 +426,7 @@ class SearchConfig:
 # -- loading -----------------------------------------------------------------------------
 
 def _did_you_mean(name: str, choices: Sequence[str]) -> str:
-    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    return did_you_mean(name, choices, cutoff=0.5)
 
 
 def _plain(value: Any) -> Any:

@@ -30,7 +30,6 @@ AutoMTL is the first strategy; the single-task and multi-task baselines are
 
 from __future__ import annotations
 
-import difflib
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
@@ -39,6 +38,7 @@ from automtl.compiler.ir import OPTIONS
 from automtl.errors import ConfigError
 from automtl.export.derive import MultiTaskModel
 from automtl.policy import Policy
+from automtl.registry import Registry
 from automtl.search.config import STAGES, SearchConfig
 from automtl.search.regularizer import policy_regularizer
 from automtl.supermodel import SuperModel
@@ -147,25 +147,20 @@ def _roaming(config: SearchConfig) -> SharingMethod:
     return MaximumRoaming.from_config(config)
 
 
-#: Sharing methods by name, built from a config. New methods add one line here.
-METHODS: Dict[str, Callable[[SearchConfig], SharingMethod]] = {
-    "automtl": _automtl,
-    "single_task": lambda config: FixedPolicy("own"),
-    "multi_task": lambda config: FixedPolicy("shared"),
-    "adashare": _adashare,
-    "roaming": _roaming,
-}
+#: Sharing methods by name, built from a config; short names (``automtl compare --methods
+#: single,multi``) and old config keys are aliases. New methods register one entry here.
+METHODS: Registry[Callable[[SearchConfig], SharingMethod]] = Registry("sharing method")
+METHODS.register("automtl", _automtl)
+METHODS.register("single_task", lambda config: FixedPolicy("own"), aliases=("single",))
+METHODS.register("multi_task", lambda config: FixedPolicy("shared"), aliases=("multi",))
+METHODS.register("adashare", _adashare)
+METHODS.register("roaming", _roaming, aliases=("maximum_roaming",))
 
-#: Short names accepted wherever a method is named (``automtl compare --methods single,multi``).
-ALIASES: Dict[str, str] = {"single": "single_task", "multi": "multi_task", "maximum_roaming": "roaming"}
+#: alias -> method name (read-only view of ``METHODS.aliases``).
+ALIASES: Dict[str, str] = METHODS.aliases
 
 
 def make_method(method: Union[str, SharingMethod], config: SearchConfig) -> SharingMethod:
     if isinstance(method, SharingMethod):
         return method
-    method = ALIASES.get(method, method)
-    if method not in METHODS:
-        close = difflib.get_close_matches(str(method), list(METHODS), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ConfigError(f"unknown sharing method '{method}'{hint}; available: {', '.join(METHODS)}")
-    return METHODS[method](config)
+    return METHODS.get(method)(config)

@@ -24,13 +24,13 @@ Jacobian descent with one of its aggregators (:data:`JD_AGGREGATORS`: ``upgrad``
 from __future__ import annotations
 
 import contextlib
-import difflib
 from typing import Any, Callable, ContextManager, Dict, Iterator, List, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
 
 from automtl.errors import ConfigError
+from automtl.registry import Registry
 
 Scale = Callable[[torch.Tensor], torch.Tensor]
 
@@ -139,25 +139,19 @@ class UncertaintyWeighting(LossWeighting):
         return {t: float(torch.exp(self.log_vars[i].detach())) for i, t in enumerate(self.order)}
 
 
-def _jd_aggregators() -> Dict[str, Callable[[int], Any]]:
-    from torchjd import aggregation as A
-
-    return {
-        "upgrad": lambda n: A.UPGrad(),
-        "dualproj": lambda n: A.DualProj(),
-        "mgda": lambda n: A.MGDA(),
-        "cagrad": lambda n: A.CAGrad(c=0.5),
-        "pcgrad": lambda n: A.PCGrad(),
-        "nash_mtl": lambda n: A.NashMTL(n_tasks=n),
-        "imtl_g": lambda n: A.IMTLG(),
-        "aligned_mtl": lambda n: A.AlignedMTL(),
-        "graddrop": lambda n: A.GradDrop(),
-        "rlw": lambda n: A.Random(),
-    }
-
-
-#: torchjd aggregators usable as loss weightings (by their names here, lower case).
-JD_AGGREGATORS = ("upgrad", "dualproj", "mgda", "cagrad", "pcgrad", "nash_mtl", "imtl_g", "aligned_mtl", "graddrop", "rlw")
+#: torchjd aggregators usable as loss weightings (by their names here, lower case): each entry
+#: makes the aggregator from ``torchjd.aggregation`` and the number of tasks.
+JD_AGGREGATORS: Registry[Callable[[Any, int], Any]] = Registry("torchjd aggregator")
+JD_AGGREGATORS.register("upgrad", lambda A, n: A.UPGrad())
+JD_AGGREGATORS.register("dualproj", lambda A, n: A.DualProj())
+JD_AGGREGATORS.register("mgda", lambda A, n: A.MGDA())
+JD_AGGREGATORS.register("cagrad", lambda A, n: A.CAGrad(c=0.5))
+JD_AGGREGATORS.register("pcgrad", lambda A, n: A.PCGrad())
+JD_AGGREGATORS.register("nash_mtl", lambda A, n: A.NashMTL(n_tasks=n))
+JD_AGGREGATORS.register("imtl_g", lambda A, n: A.IMTLG())
+JD_AGGREGATORS.register("aligned_mtl", lambda A, n: A.AlignedMTL())
+JD_AGGREGATORS.register("graddrop", lambda A, n: A.GradDrop())
+JD_AGGREGATORS.register("rlw", lambda A, n: A.Random())
 
 
 class JacobianDescent(LossWeighting):
@@ -178,11 +172,11 @@ class JacobianDescent(LossWeighting):
             raise ConfigError(
                 f"loss weighting '{aggregator}' is torchjd's aggregator; install torchjd: pip install 'automtl[jd]'"
             ) from None
-        factories = _jd_aggregators()
-        if aggregator not in factories:
-            raise ConfigError(f"unknown torchjd aggregator '{aggregator}'; available: {', '.join(factories)}")
+        factory = JD_AGGREGATORS.get(aggregator)
+        from torchjd import aggregation
+
         try:
-            self.aggregator = factories[aggregator](len(self.task_weights))
+            self.aggregator = factory(aggregation, len(self.task_weights))
         except ImportError as exc:
             raise ConfigError(f"loss weighting '{aggregator}': {exc}") from None
         self.name = aggregator
@@ -257,17 +251,13 @@ def _jacobian_descent(aggregator: str) -> Callable[[Mapping[str, float]], LossWe
     return lambda task_weights: JacobianDescent(task_weights, aggregator)
 
 
-#: Weightings by name. New weightings add one line here.
-WEIGHTINGS: Dict[str, Callable[[Mapping[str, float]], LossWeighting]] = {
-    "equal": EqualWeighting,
-    "uncertainty": UncertaintyWeighting,
-    **{name: _jacobian_descent(name) for name in JD_AGGREGATORS},
-}
+#: Weightings by name. New weightings register one entry here.
+WEIGHTINGS: Registry[Callable[[Mapping[str, float]], LossWeighting]] = Registry("loss weighting")
+WEIGHTINGS.register("equal", EqualWeighting)
+WEIGHTINGS.register("uncertainty", UncertaintyWeighting)
+for _name in JD_AGGREGATORS:
+    WEIGHTINGS.register(_name, _jacobian_descent(_name))
 
 
 def make_weighting(name: str, task_weights: Mapping[str, float]) -> LossWeighting:
-    if name not in WEIGHTINGS:
-        close = difflib.get_close_matches(name, list(WEIGHTINGS), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ConfigError(f"unknown loss weighting '{name}'{hint}; available: {', '.join(WEIGHTINGS)}")
-    return WEIGHTINGS[name](task_weights)
+    return WEIGHTINGS.get(name)(task_weights)

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from automtl.errors import ConfigError
+from automtl.registry import Registry
 from automtl.task import Task
 from automtl.tasks import losses as L
 from automtl.tasks import metrics as M
@@ -59,8 +60,10 @@ def _seg_metric(task, classes, ignore_index=255, class_weights=None):
     return M.SegmentationMetric(classes, ignore_index=ignore_index, task=task)
 
 
-TASK_KINDS: Dict[str, TaskKind] = {
-    "segmentation": TaskKind(
+#: The built-in task kinds by name. A new kind registers one ``TaskKind`` here.
+TASK_KINDS: Registry[TaskKind] = Registry("task kind", listing="the built-in kinds are")
+for _task_kind in (
+    TaskKind(
         name="segmentation",
         metric_type=M.SegmentationMetric,
         description="semantic segmentation: pixel-wise cross-entropy with an ignore label; mIoU, pixel accuracy",
@@ -72,7 +75,7 @@ TASK_KINDS: Dict[str, TaskKind] = {
         options={"ignore_index": 255, "class_weights": None, **_DENSE_OPTIONS},
         loss_options=("ignore_index", "class_weights"),
     ),
-    "depth": TaskKind(
+    TaskKind(
         name="depth",
         metric_type=M.DepthMetric,
         description="depth estimation: L1 on valid pixels (target > 0); abs/rel error, % within 1.25, 1.25², 1.25³",
@@ -83,7 +86,7 @@ TASK_KINDS: Dict[str, TaskKind] = {
         make_metric=lambda task: M.DepthMetric(task),
         options=dict(_DENSE_OPTIONS),
     ),
-    "normal": TaskKind(
+    TaskKind(
         name="normal",
         metric_type=M.NormalMetric,
         description="surface normals: 1 - cosine similarity; mean/median angle, % within 11.25°, 22.5°, 30°",
@@ -94,7 +97,7 @@ TASK_KINDS: Dict[str, TaskKind] = {
         make_metric=lambda task: M.NormalMetric(task),
         options=dict(_DENSE_OPTIONS),
     ),
-    "keypoint": TaskKind(
+    TaskKind(
         name="keypoint",
         metric_type=M.PixelL1Metric,
         description="keypoint heat map: L1; metric: the L1 error",
@@ -105,7 +108,7 @@ TASK_KINDS: Dict[str, TaskKind] = {
         make_metric=lambda task: M.PixelL1Metric(task, "keypoint"),
         options=dict(_DENSE_OPTIONS),
     ),
-    "edge": TaskKind(
+    TaskKind(
         name="edge",
         metric_type=M.PixelL1Metric,
         description="edge map: L1; metric: the L1 error",
@@ -116,7 +119,7 @@ TASK_KINDS: Dict[str, TaskKind] = {
         make_metric=lambda task: M.PixelL1Metric(task, "edge"),
         options=dict(_DENSE_OPTIONS),
     ),
-    "classification": TaskKind(
+    TaskKind(
         name="classification",
         metric_type=M.AccuracyMetric,
         description="image classification: cross-entropy; accuracy",
@@ -127,7 +130,8 @@ TASK_KINDS: Dict[str, TaskKind] = {
         make_metric=lambda task, classes: M.AccuracyMetric(classes, task),
         options={},
     ),
-}
+):
+    TASK_KINDS.register(_task_kind.name, _task_kind)
 
 def kind_higher_is_better(kind: str) -> Dict[str, bool]:
     """``{metric name: higher is better}`` for a built-in kind."""
@@ -146,9 +150,7 @@ class BuiltinTask(Task):
 
 
 def _kind(kind: str) -> TaskKind:
-    if kind not in TASK_KINDS:
-        raise ConfigError(f"unknown task kind {kind!r}; the built-in kinds are: {', '.join(TASK_KINDS)}")
-    return TASK_KINDS[kind]
+    return TASK_KINDS.get(kind)
 
 
 def _check_int(value, what: str, task: str, minimum: int = 1) -> int:
@@ -349,7 +351,7 @@ def parse_task_spec(text: str, **overrides: Any) -> BuiltinTask:
 
 def _kind_or_error(kind: str, text: str) -> None:
     if kind not in TASK_KINDS:
-        raise ConfigError(f"task spec {text!r}: unknown kind {kind!r}; the built-in kinds are: {', '.join(TASK_KINDS)}")
+        raise TASK_KINDS.unknown(kind, where=f"task spec {text!r}", what="kind")
 
 
 def infer_in_channels(source: Any, example_input: Optional[torch.Tensor] = None) -> int:
