@@ -1,17 +1,22 @@
 """Inference speed of derived models, side by side with what they replace (CPU).
 
-    python bench/inference.py                    # ResNet-34 features, 3 tasks, batch 4 at 128x128, 1 thread
-    python bench/inference.py --arch mobilenet_v2 --tasks 2 --threads 1 --repeats 50
+    python bench/inference.py                    # ResNet-34 and MobileNetV2, 3 tasks, batch 8 at 128x128, 2 threads
+    python bench/inference.py --details          # ... and the comparisons below the first one
+    python bench/inference.py --arch mobilenet_v2 --tasks 2 --threads 1 --repeats 50 --details
 
 Every comparison is timed in one run, the two sides interleaved (A, B, A, B, ...) so that load
 from other processes hits both alike; times are medians over ``--repeats`` forward passes
 after two untimed ones, with ``--threads`` intra-op threads for PyTorch and onnxruntime.
 
-* **all-shared vs the plain backbone followed by the task heads** (ratio should be <= 1.05).
-  With the default ``norm="per_task"`` every task has its own copy of each batch norm, so the
-  tasks part ways after the very first convolution and the all-shared model does about T times
-  the work: that row is printed for reference; the hard-sharing model is ``norm="follow"``
-  (every norm shared with its convolution).
+* **defaults only** (always printed, for every ``--arch``): ``automtl.compile`` with no options
+  and ``Policy.all_shared``, against what it should cost - one forward of the torchvision model
+  (classifier included) for ``Task(name, head=None)`` tasks, and the backbone's features then
+  the 1x1-convolution heads for tasks with real heads. Target: ratio <= 1.05.
+* **all-shared vs the plain backbone followed by the task heads** per ``norm`` mode (ratio
+  should be <= 1.05 but for ``norm="per_task"``: there every task has its own copy of each batch
+  norm, so the tasks part ways after the very first convolution and the all-shared model does
+  about T times the work - the original AutoMTL code's setting; ``Policy.hard_sharing`` shares
+  those norms too).
 * **all-own vs T independent backbone+head models** (ratio should be <= 1.05).
 * **mixed policies vs the naive execution** that runs each task's path on its own (the derived
   graph cut down to one task's output, run once per task): the derived model computes the
@@ -133,21 +138,80 @@ def check_same(a: Dict[str, torch.Tensor], b: Dict[str, torch.Tensor], what: str
             raise SystemExit(f"{what}: outputs differ for task {task} (relative {error:.1e}); the timing would be meaningless")
 
 
+Row = Tuple[str, float, float, str]
+
+
+def print_table(title: str, rows: Sequence[Row]) -> None:
+    print(title)
+    width = max(len(r[0]) for r in rows)
+    print(f"{'comparison (model / reference)':{width}s}  {'model':>9s}  {'reference':>9s}  {'ratio':>6s}  note")
+    for name, model_s, ref_s, note in rows:
+        print(f"{name:{width}s}  {model_s * 1e3:9.2f}  {ref_s * 1e3:9.2f}  {model_s / ref_s:6.3f}  {note}")
+
+
+def defaults_only(arch: str, args: argparse.Namespace, x: torch.Tensor) -> List[Row]:
+    """The all-shared model of a default compile against one backbone forward (tasks without
+    heads), and against the backbone's features then the heads (tasks with 1x1-conv heads)."""
+    names = [f"task{i}" for i in range(args.tasks)]
+    rows: List[Row] = []
+    whole = torchvision.models.get_model(arch, weights=None).eval()
+    sm = automtl.compile(whole, [Task(name, head=None) for name in names], example_input=x).eval()
+    model = sm.derive(Policy.all_shared(sm)).eval()
+    with torch.no_grad():
+        check_same(model(x), {name: whole(x) for name in names}, f"{arch}: all-shared, no heads")
+    t = interleaved({"model": lambda: model(x), "ref": lambda: whole(x)}, args.repeats, f"{arch} no heads")
+    target = "within target (<= 1.05)" if t["model"] <= 1.05 * t["ref"] else "ABOVE the 1.05 target"
+    rows.append((f"{arch}: all-shared, heads=None / one backbone forward", t["model"], t["ref"], target))
+
+    backbone = features(arch).eval()
+    channels = out_channels(backbone, x)
+    heads = {name: nn.Conv2d(channels, 8, 1) for name in names}
+    sm = automtl.compile(backbone, [Task(name, head=copy.deepcopy(heads[name])) for name in names], example_input=x).eval()
+    model = sm.derive(Policy.all_shared(sm)).eval()
+    hard = BackboneThenHeads(backbone, heads).eval()
+    with torch.no_grad():
+        check_same(model(x), hard(x), f"{arch}: all-shared with heads")
+    t = interleaved({"model": lambda: model(x), "ref": lambda: hard(x)}, args.repeats, f"{arch} heads")
+    target = "within target (<= 1.05)" if t["model"] <= 1.05 * t["ref"] else "ABOVE the 1.05 target"
+    rows.append((f"{arch} features: all-shared, 1x1-conv heads / backbone+heads", t["model"], t["ref"], target))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", default="resnet34", help="torchvision model whose features are the backbone")
+    parser.add_argument(
+        "--arch",
+        default="resnet34,mobilenet_v2",
+        help="torchvision models, comma-separated (for the detailed comparisons: their features are the backbone)",
+    )
     parser.add_argument("--tasks", type=int, default=3)
     parser.add_argument("--size", type=int, default=128, help="input height and width")
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--details", action="store_true", help="also the per-mode, all-own, mixed-policy and onnxruntime comparisons")
     parser.add_argument("--no-onnx", action="store_true", help="skip the onnxruntime comparison")
     args = parser.parse_args()
 
-    torch.manual_seed(0)
     torch.set_num_threads(args.threads)
+    archs = [a.strip() for a in args.arch.split(",") if a.strip()]
+    setting = f"{args.tasks} tasks, batch {args.batch} at {args.size}x{args.size}, {args.threads} thread(s), eval, median of {args.repeats} runs (ms)"
+    headline: List[Row] = []
+    for arch in archs:
+        torch.manual_seed(0)
+        x = torch.randn(args.batch, 3, args.size, args.size)
+        headline += defaults_only(arch, args, x)
+    print_table(f"defaults only (automtl.compile with no options, Policy.all_shared): {setting}", headline)
+    if args.details:
+        for arch in archs:
+            print()
+            details(arch, args)
+
+
+def details(arch: str, args: argparse.Namespace) -> None:
+    torch.manual_seed(0)
     x = torch.randn(args.batch, 3, args.size, args.size)
-    backbone = features(args.arch).eval()
+    backbone = features(arch).eval()
     channels = out_channels(backbone, x)
     names = [f"task{i}" for i in range(args.tasks)]
     heads = {name: nn.Conv2d(channels, 8, 1) for name in names}
@@ -157,15 +221,15 @@ def main() -> None:
         tasks = [Task(name, head=copy.deepcopy(heads[name])) for name in names]
         return automtl.compile(backbone, tasks, example_input=x, norm=norm).eval()
 
-    # all-shared vs backbone + heads
+    # all-shared vs backbone + heads, per norm mode
     hard = BackboneThenHeads(backbone, heads).eval()
-    for norm in ("follow", "per_task"):
+    for norm in ("follow", "search", "per_task"):
         sm = compiled(norm)
         model = sm.derive(Policy.all_shared(sm)).eval()
         with torch.no_grad():
             check_same(model(x), hard(x), f"all-shared ({norm})")
         t = interleaved({"model": lambda: model(x), "ref": lambda: hard(x)}, args.repeats, f"all-shared {norm}")
-        note = "hard sharing" if norm == "follow" else f"per-task BNs: tasks part after conv1 (~{args.tasks}x work)"
+        note = "hard sharing" if norm != "per_task" else f"per-task BNs: tasks part after conv1 (~{args.tasks}x work)"
         rows.append((f"all-shared (norm={norm}) / backbone+heads", t["model"], t["ref"], note))
 
     # all-own vs independent models
@@ -212,14 +276,11 @@ def main() -> None:
             t = interleaved({"model": lambda: session.run(None, feed), "ref": lambda: half(x)}, args.repeats, "onnxruntime")
         rows.append(("onnxruntime / PyTorch eager (50% prefix)", t["model"], t["ref"], ""))
 
-    print(
-        f"{args.arch} features, {args.tasks} tasks, batch {args.batch} at {args.size}x{args.size}, "
-        f"{args.threads} thread(s), median of {args.repeats} runs (ms)"
+    print_table(
+        f"{arch} features, {args.tasks} tasks, batch {args.batch} at {args.size}x{args.size}, "
+        f"{args.threads} thread(s), median of {args.repeats} runs (ms)",
+        rows,
     )
-    width = max(len(r[0]) for r in rows)
-    print(f"{'comparison (model / reference)':{width}s}  {'model':>9s}  {'reference':>9s}  {'ratio':>6s}  note")
-    for name, model_s, ref_s, note in rows:
-        print(f"{name:{width}s}  {model_s * 1e3:9.2f}  {ref_s * 1e3:9.2f}  {model_s / ref_s:6.3f}  {note}")
 
 
 if __name__ == "__main__":
