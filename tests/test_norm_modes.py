@@ -22,7 +22,7 @@ from automtl.compiler.passes import DEFAULT_NORM, NORM_POLICIES, assign_roles
 from automtl.errors import CompileError, ConfigError, PolicyError
 from automtl.search.config import ModelConfig
 from automtl.search.regularizer import policy_regularizer
-from automtl.search.strategy import FixedPolicy
+from automtl.methods.fixed import FixedPolicy
 from automtl.serialize import compile_with_heads
 
 MODES = ("follow", "per_task", "search")

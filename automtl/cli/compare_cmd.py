@@ -111,7 +111,7 @@ def default_out(command: str, benchmark: Any) -> str:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from automtl.methods.compare import COMPARE_BUDGETS, compare, resolve_methods
+    from automtl.experiments.compare import COMPARE_BUDGETS, compare, resolve_methods
     from automtl.search.config import load_config
 
     started = time.perf_counter()
@@ -120,8 +120,8 @@ def run_compare(args: argparse.Namespace) -> int:
     config = load_config(build_config(args, COMPARE_BUDGETS))
     out = args.out or default_out("compare", config.data.benchmark)
     if args.seeds:
-        from automtl.methods.seeds import parse_seeds
-        from automtl.methods.sweep import compare_seeds
+        from automtl.experiments.seeds import parse_seeds
+        from automtl.experiments.sweep import compare_seeds
 
         if args.seed is not None:
             raise ConfigError("give either --seed or --seeds, not both")

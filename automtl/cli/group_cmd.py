@@ -100,7 +100,7 @@ def parse_budgets(values: List[str]) -> List[float]:
 
 def group_config(args: argparse.Namespace) -> Any:
     """The checked :class:`~automtl.search.config.SearchConfig` of ``automtl group ARGS``."""
-    from automtl.methods.grouping import GROUP_BUDGETS
+    from automtl.experiments.grouping import GROUP_BUDGETS
     from automtl.search.config import apply_override, load_config
 
     data = build_config(args, GROUP_BUDGETS)
@@ -116,7 +116,7 @@ def group_config(args: argparse.Namespace) -> Any:
 
 
 def run_group(args: argparse.Namespace) -> int:
-    from automtl.methods.grouping import group_tasks
+    from automtl.experiments.grouping import group_tasks
 
     started = time.perf_counter()
     set_threads(args.threads)

@@ -203,7 +203,7 @@ def _write_table(comparison: Any, out: str) -> Any:
 def _search_seeds(args: argparse.Namespace, config: Any, out: str, progress: bool, callbacks: List[Any], started: float) -> int:
     """--seeds: the whole job (search and baselines) once per seed, in OUT/seed-<s>, and the
     summary (mean ± std over the seeds) in OUT."""
-    from automtl.methods.seeds import parse_seeds, seed_table
+    from automtl.experiments.seeds import parse_seeds, seed_table
     from automtl.search.pipeline import search_with_baselines
     from automtl.search.run import RunDir
 

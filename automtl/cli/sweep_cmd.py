@@ -56,9 +56,9 @@ def register(subparsers: Any) -> None:
 
 def run_sweep(args: argparse.Namespace) -> int:
     from automtl.errors import ConfigError
-    from automtl.methods.compare import COMPARE_BUDGETS
-    from automtl.methods.seeds import parse_seeds
-    from automtl.methods.sweep import sweep
+    from automtl.experiments.compare import COMPARE_BUDGETS
+    from automtl.experiments.seeds import parse_seeds
+    from automtl.experiments.sweep import sweep
     from automtl.search.config import load_config
 
     started = time.perf_counter()

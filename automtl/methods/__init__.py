@@ -1,30 +1,30 @@
-"""Sharing methods over the same compiled SuperModel, and the tools that compare them.
+"""Sharing methods over the same compiled SuperModel: plug-ins below the search pipeline.
 
-Every method is a :class:`~automtl.search.strategy.SharingMethod` run by the one search
-pipeline, named in :data:`automtl.search.strategy.METHODS`:
+Every method is a :class:`~automtl.methods.base.SharingMethod` run by the one search
+pipeline, registered by name in :data:`automtl.methods.base.METHODS` by its own module:
 
 * ``single_task`` / ``multi_task``: the fixed all-own and all-shared baselines
-  (:class:`~automtl.search.strategy.FixedPolicy`);
-* ``automtl``: the three-option search (:class:`~automtl.search.strategy.AutoMTL`);
+  (:class:`~automtl.methods.fixed.FixedPolicy`);
+* ``automtl``: the three-option search (:class:`~automtl.methods.automtl_method.AutoMTL`);
 * ``adashare``: select-or-skip per task and residual block (:mod:`automtl.methods.adashare`);
 * ``roaming``: Maximum Roaming's per-task channel masks (:mod:`automtl.methods.roaming`).
 
-:func:`compare` runs several of them on one benchmark and tabulates them;
-:func:`group_tasks` is task grouping (which tasks to train together under an inference
-budget), with its exact network selection in :mod:`automtl.methods.selection`.
+The drivers that run several searches (comparisons, task grouping, sweeps) sit above the
+pipeline, in :mod:`automtl.experiments`.
 """
 
+from automtl.methods.base import METHODS, SharingMethod, make_method
+from automtl.methods.automtl_method import AutoMTL
+from automtl.methods.fixed import FixedPolicy
 from automtl.methods.adashare import AdaShare, sharing_loss, sparsity_loss
-from automtl.methods.blocks import DecisionUnit, decision_units, residual_blocks
-from automtl.methods.compare import DEFAULT_METHODS, ComparisonResult, compare, resolve_methods
-from automtl.methods.grouping import GroupingResult, Network, group_tasks
-from automtl.methods.masking import ChannelMaskedModel, mask_channels, maskable_layers
 from automtl.methods.roaming import MaximumRoaming, RoamingPlan
-from automtl.methods.selection import Selection, brute_force_selection, select_networks
-from automtl.search.strategy import METHODS, AutoMTL, FixedPolicy
+from automtl.methods.blocks import DecisionUnit, decision_units, residual_blocks
+from automtl.methods.masking import ChannelMaskedModel, mask_channels, maskable_layers
 
 __all__ = [
     "METHODS",
+    "SharingMethod",
+    "make_method",
     "AutoMTL",
     "FixedPolicy",
     "AdaShare",
@@ -38,14 +38,4 @@ __all__ = [
     "ChannelMaskedModel",
     "mask_channels",
     "maskable_layers",
-    "compare",
-    "resolve_methods",
-    "DEFAULT_METHODS",
-    "ComparisonResult",
-    "group_tasks",
-    "GroupingResult",
-    "Network",
-    "select_networks",
-    "brute_force_selection",
-    "Selection",
 ]

@@ -38,26 +38,27 @@ residual blocks gets it, with a warning, when ``"block"`` is asked for.
 from __future__ import annotations
 
 import warnings
-from typing import Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from automtl.compiler.ir import SHARED, SKIP
-from automtl.errors import ConfigError
+from automtl.methods.base import METHODS, SharingMethod
 from automtl.methods.blocks import DecisionUnit, decision_units, find_block_skips
 from automtl.policy import Policy
 from automtl.search.config import ADASHARE_DRAWS
-from automtl.search.strategy import Score, SharingMethod
-from automtl.supermodel import SuperModel
+
+if TYPE_CHECKING:  # pragma: no cover
+    from automtl.search.config import SearchConfig
+    from automtl.supermodel import SuperModel
 
 #: the logit of "skip" for a unit held at "select" (curriculum) and for nodes that are no unit:
 #: the soft decision is exactly "select", P(skip) = 0
 PINNED = float("-inf")
-DRAWS = ADASHARE_DRAWS
 
 
-def tie_unit_logits(sm: SuperModel, units: Sequence[DecisionUnit]) -> None:
+def tie_unit_logits(sm: "SuperModel", units: Sequence[DecisionUnit]) -> None:
     """Make every node of a unit use its first node's logits tensor (one decision per unit)."""
     for unit in units:
         leader = sm.vcns[unit.nodes[0]].logits
@@ -65,7 +66,7 @@ def tie_unit_logits(sm: SuperModel, units: Sequence[DecisionUnit]) -> None:
             sm.vcns[node].logits = leader
 
 
-def unit_logits(sm: SuperModel, units: Sequence[DecisionUnit]) -> List[torch.nn.Parameter]:
+def unit_logits(sm: "SuperModel", units: Sequence[DecisionUnit]) -> List[torch.nn.Parameter]:
     return [sm.vcns[u.nodes[0]].logits for u in units]  # type: ignore[misc]
 
 
@@ -82,7 +83,7 @@ def is_pinned(logits: torch.Tensor) -> bool:
     return bool(torch.isneginf(logits[:, SKIP]).all())
 
 
-def select_log_probs(sm: SuperModel, units: Sequence[DecisionUnit]) -> torch.Tensor:
+def select_log_probs(sm: "SuperModel", units: Sequence[DecisionUnit]) -> torch.Tensor:
     """log α: ``[units, tasks]`` log-probabilities of *select* (shared) under the allowed
     options, differentiable with respect to the logits."""
     rows = []
@@ -114,9 +115,11 @@ def open_units(count: int, epoch: int) -> range:
 
 class AdaShare(SharingMethod):
     """Select-or-skip per task and residual block, with AdaShare's losses, curriculum and
-    final choice (see the module docstring)."""
+    final choice (see the module docstring); its settings are
+    :class:`~automtl.search.config.AdaShareConfig` (``adashare:`` in a config)."""
 
     name = "adashare"
+    draws = ADASHARE_DRAWS
 
     def __init__(
         self,
@@ -128,28 +131,22 @@ class AdaShare(SharingMethod):
         k: int = 8,
         seed: int = 0,
     ):
-        if draw not in DRAWS:
-            raise ConfigError(f"AdaShare draw must be one of {', '.join(DRAWS)}, got {draw!r}")
-        if int(k) < 1:
-            raise ConfigError(f"AdaShare k must be 1 or more, got {k}")
+        self.set_draw(draw, k, seed)
         self.lambda_sparsity = float(lambda_sparsity)
         self.lambda_sharing = float(lambda_sharing)
         self.granularity = granularity
         self.curriculum = bool(curriculum)
-        self.draw = draw
-        self.k = int(k)
-        self.seed = int(seed)
         self.units: List[DecisionUnit] = []
         self._initial: List[torch.Tensor] = []
 
     @classmethod
-    def from_config(cls, config) -> "AdaShare":  # type: ignore[no-untyped-def]
+    def from_config(cls, config: "SearchConfig") -> "AdaShare":
         a = config.adashare
         seed = config.seed if a.draw_seed is None else a.draw_seed
         return cls(a.lambda_sparsity, a.lambda_sharing, a.granularity, a.curriculum, a.draw, a.k, seed)
 
     # -- set-up -----------------------------------------------------------------------------
-    def prepare(self, sm: SuperModel) -> None:
+    def prepare(self, sm: "SuperModel") -> None:
         sm.set_allowed_options(("shared", "skip"))
         self.units = decision_units(sm, self.granularity)
         if not self.units and self.granularity == "block":
@@ -171,19 +168,19 @@ class AdaShare(SharingMethod):
         if self.curriculum:
             self._apply_curriculum(sm, 0)
 
-    def _ensure_units(self, sm: SuperModel) -> None:
+    def _ensure_units(self, sm: "SuperModel") -> None:
         if not self.units:  # the pipeline calls prepare(); a bare call may not have
             self.units = decision_units(sm, self.granularity)
 
-    def pretrain_mode(self, sm: SuperModel) -> None:
+    def pretrain_mode(self, sm: "SuperModel") -> None:
         sm.set_mode("fixed", policy=Policy.all_shared(sm))
 
     # -- curriculum -------------------------------------------------------------------------
-    def on_policy_epoch(self, sm: SuperModel, epoch: int) -> None:
+    def on_policy_epoch(self, sm: "SuperModel", epoch: int) -> None:
         if self.curriculum:
             self._apply_curriculum(sm, epoch)
 
-    def _apply_curriculum(self, sm: SuperModel, epoch: int) -> None:
+    def _apply_curriculum(self, sm: "SuperModel", epoch: int) -> None:
         """Idempotent: pin the closed units, release the open ones (a unit still pinned is
         set back to its initial logits when it opens; one that learned already keeps them)."""
         opened = set(open_units(len(self.units), epoch))
@@ -197,19 +194,19 @@ class AdaShare(SharingMethod):
                 pin_select(logits)
 
     # -- policy loss ------------------------------------------------------------------------
-    def policy_loss(self, sm: SuperModel) -> Optional[torch.Tensor]:
+    def policy_loss(self, sm: "SuperModel") -> Optional[torch.Tensor]:
         if self.lambda_sparsity == 0.0 and self.lambda_sharing == 0.0:
             return None
         log_alpha = select_log_probs(sm, self.units)
         return self.lambda_sparsity * sparsity_loss(log_alpha) + self.lambda_sharing * sharing_loss(log_alpha.exp())
 
     # -- the final architecture -------------------------------------------------------------
-    def select_probs(self, sm: SuperModel) -> torch.Tensor:
+    def select_probs(self, sm: "SuperModel") -> torch.Tensor:
         """α, ``[units, tasks]``, detached."""
         with torch.no_grad():
             return select_log_probs(sm, self.units).exp().cpu()
 
-    def sample(self, sm: SuperModel, seed: int) -> Policy:
+    def sample(self, sm: "SuperModel", seed: int) -> Policy:
         """One select-or-skip decision per unit and task, drawn from α (seeded)."""
         self._ensure_units(sm)
         generator = torch.Generator().manual_seed(int(seed))
@@ -217,11 +214,11 @@ class AdaShare(SharingMethod):
         chosen = torch.rand(alpha.shape, generator=generator) < alpha
         return self._policy(sm, chosen)
 
-    def argmax(self, sm: SuperModel) -> Policy:
+    def argmax(self, sm: "SuperModel") -> Policy:
         self._ensure_units(sm)
         return self._policy(sm, self.select_probs(sm) >= 0.5)
 
-    def _policy(self, sm: SuperModel, selected: torch.Tensor) -> Policy:
+    def _policy(self, sm: "SuperModel", selected: torch.Tensor) -> Policy:
         """Every node of a unit takes the unit's decision; every other node is shared."""
         probs = sm.policy_probs()
         choices: Dict[str, Dict[str, int]] = {t: {n: SHARED for n in sm.searchable_nodes} for t in sm.task_names}
@@ -232,25 +229,10 @@ class AdaShare(SharingMethod):
         table = {t: {n: p[k].tolist() for n, p in probs.items()} for k, t in enumerate(sm.task_names)}
         return Policy(sm.task_names, sm.searchable_nodes, choices, table)
 
-    def samples(self, sm: SuperModel) -> List[Policy]:
-        """The distinct policies among ``k`` seeded samples (seeds ``seed`` .. ``seed + k - 1``)."""
-        found: List[Policy] = []
-        for j in range(self.k):
-            policy = self.sample(sm, self.seed + j)
-            if policy not in found:
-                found.append(policy)
-        return found
-
-    def retrain_candidates(self, sm: SuperModel) -> List[Policy]:
+    def retrain_candidates(self, sm: "SuperModel") -> List[Policy]:
         """``draw="retrain"``: the sampled policies, for the pipeline to train with the
         post-train settings and keep the best on validation (duplicates are trained once)."""
         return self.samples(sm) if self.draw == "retrain" else []
 
-    def draw_policy(self, sm: SuperModel, score: Score) -> Policy:
-        if self.draw == "argmax":
-            return self.argmax(sm)
-        if self.draw == "best_of_k":
-            candidates = self.samples(sm)
-            scored = [(score(p), i) for i, p in enumerate(candidates)]
-            return candidates[min(scored)[1]]
-        return self.sample(sm, self.seed)  # "sample"; "retrain" outside the pipeline: its first candidate
+
+METHODS.register("adashare", AdaShare.from_config)

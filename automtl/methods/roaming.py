@@ -30,16 +30,19 @@ resume), so a checkpoint needs nothing beyond the model's mask buffers.
 
 from __future__ import annotations
 
-from typing import Dict, List, Mapping, Optional
+from typing import TYPE_CHECKING, Dict, List, Mapping, Optional
 
 import torch
 
 from automtl.errors import ConfigError
-from automtl.export.derive import MultiTaskModel
+from automtl.methods.base import METHODS, Score, SharingMethod
 from automtl.methods.masking import ChannelMaskedModel, mask_channels, maskable_layers
 from automtl.policy import Policy
-from automtl.search.strategy import Score, SharingMethod
-from automtl.supermodel import SuperModel
+
+if TYPE_CHECKING:  # pragma: no cover
+    from automtl.export.derive import MultiTaskModel
+    from automtl.search.config import SearchConfig
+    from automtl.supermodel import SuperModel
 
 
 def check_sharing_ratio(sharing_ratio: float) -> float:
@@ -149,7 +152,8 @@ class MaximumRoaming(SharingMethod):
     """All-shared network, per-task roaming channel masks on the shared convolutions, trained
     by the post-train loop: ``sharing_ratio`` p (each task uses each channel with probability
     p at the start, see the module's docstring), ``delta`` in training steps (None:
-    :func:`default_delta`)."""
+    :func:`default_delta`). Its settings are :class:`~automtl.search.config.RoamingConfig`
+    (``roaming:`` in a config)."""
 
     name = "roaming"
     stages = ("post_train",)
@@ -164,14 +168,14 @@ class MaximumRoaming(SharingMethod):
         self.plan: Optional[RoamingPlan] = None
 
     @classmethod
-    def from_config(cls, config) -> "MaximumRoaming":  # type: ignore[no-untyped-def]
+    def from_config(cls, config: "SearchConfig") -> "MaximumRoaming":
         r = config.roaming
         return cls(r.sharing_ratio, r.delta, config.seed if r.seed is None else r.seed, config.post_train.steps)
 
-    def draw_policy(self, sm: SuperModel, score: Score) -> Policy:
+    def draw_policy(self, sm: "SuperModel", score: Score) -> Policy:
         return Policy.all_shared(sm)
 
-    def adapt_model(self, model: MultiTaskModel, sm: SuperModel) -> MultiTaskModel:
+    def adapt_model(self, model: "MultiTaskModel", sm: "SuperModel") -> "MultiTaskModel":
         layers = maskable_layers(sm)
         if not layers:
             raise ConfigError(
@@ -195,3 +199,6 @@ class MaximumRoaming(SharingMethod):
         if self.plan is None:
             return []
         return [f"roaming: p={self.sharing_ratio}, Δ={self.delta} steps, plan of {self.plan.length} updates"]
+
+
+METHODS.register("roaming", MaximumRoaming.from_config, aliases=("maximum_roaming",))

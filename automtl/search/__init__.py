@@ -28,7 +28,7 @@ from automtl.search.pipeline import Comparison, SearchResult, load_run, search, 
 from automtl.search.regularizer import policy_regularizer
 from automtl.search.report import Row, Table, comparison_table, results_table
 from automtl.search.schedule import TauSchedule
-from automtl.search.strategy import METHODS, AutoMTL, FixedPolicy, SharingMethod, make_method
+from automtl.methods import METHODS, AutoMTL, FixedPolicy, SharingMethod, make_method
 from automtl.search.trainer import Callback
 from automtl.search.weighting import WEIGHTINGS, EqualWeighting, LossWeighting, make_weighting
 

@@ -16,6 +16,9 @@ from torch.utils.data import Dataset
 from automtl.errors import AutoMTLError, CheckpointError, ConfigError
 from automtl.export.derive import MultiTaskModel, derive
 from automtl.io import atomic_torch_save, safe_torch_load
+from automtl.methods.base import SharingMethod, make_method
+from automtl.methods.blocks import restore_block_skips
+from automtl.methods.masking import mask_channels
 from automtl.policy import Policy
 from automtl.search.batches import check_dataset
 from automtl.search.build import MODEL_FORMAT, Experiment, build_experiment, build_supermodel
@@ -25,7 +28,6 @@ from automtl.search.config import STAGES, SearchConfig, load_config
 from automtl.search.distributed import Runtime, setup_runtime
 from automtl.search.run import RunDir
 from automtl.search.stages import STAGE_RUNNERS, Context, PostTrainResult
-from automtl.search.strategy import SharingMethod, make_method
 from automtl.search.trainer import Callback
 from automtl.search.weighting import LossWeighting, make_weighting
 from automtl.supermodel import SuperModel
@@ -327,8 +329,6 @@ def load_run(run_dir: Union[str, os.PathLike], supermodel: Optional[SuperModel] 
     policy = Policy.from_dict(supermodel, meta["policy"])
     model = derive(supermodel, policy)
     if meta.get("channel_masks"):
-        from automtl.methods.masking import mask_channels
-
         model = mask_channels(model, meta["channel_masks"])
     state = safe_torch_load(run.file("model", "weights.pt"))
     try:
@@ -340,8 +340,6 @@ def load_run(run_dir: Union[str, os.PathLike], supermodel: Optional[SuperModel] 
 
 def _set_block_skips(supermodel: SuperModel, merges: Sequence[str], where: str) -> None:
     """Give ``supermodel`` the whole-block skips a run's final model was derived with."""
-    from automtl.methods.blocks import restore_block_skips
-
     missing = restore_block_skips(supermodel, merges)
     if missing:
         raise CheckpointError(f"{where} names residual blocks this SuperModel does not have: {', '.join(missing[:5])}")

@@ -45,7 +45,7 @@ from automtl.search.distributed import (
 )
 from automtl.search.run import RunDir, dumps
 from automtl.search.schedule import TauSchedule
-from automtl.search.strategy import SharingMethod
+from automtl.methods.base import SharingMethod
 from automtl.search.trainer import Callback, StageLoop
 from automtl.search.weighting import LossWeighting
 from automtl.supermodel import SuperModel

@@ -1,4 +1,4 @@
-"""The front of a sweep (:func:`automtl.methods.sweep.sweep`): Δt against parameters and against
+"""The front of a sweep (:func:`automtl.experiments.sweep.sweep`): Δt against parameters and against
 MACs, the swept runs joined in the order of their values, the reference methods as points of
 their own, error bars one standard deviation over the seeds."""
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from automtl import Policy
 from automtl.export import model_cost
-from automtl.methods.compare import TimedTable, comparison_of
+from automtl.experiments.compare import TimedTable, comparison_of
 from automtl.search.build import Experiment
 from automtl.search.config import load_config
 from automtl.search.pipeline import Comparison, SearchResult, input_size_of, model_macs

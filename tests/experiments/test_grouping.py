@@ -16,7 +16,7 @@ import pytest
 import automtl
 from automtl.errors import ConfigError
 from automtl.export.cost import model_cost
-from automtl.methods.grouping import (
+from automtl.experiments.grouping import (
     Network,
     candidate_subsets,
     default_budgets,
@@ -29,7 +29,7 @@ from automtl.methods.grouping import (
     random_grouping,
     subset_spec,
 )
-from automtl.methods.selection import brute_force_selection, score
+from automtl.experiments.selection import brute_force_selection, score
 from automtl.search.build import build_experiment, build_supermodel
 from automtl.search.config import load_config
 

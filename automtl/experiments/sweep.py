@@ -1,7 +1,7 @@
 """Runs over seeds and over the values of one config key: ``compare --seeds`` and ``automtl sweep``.
 
-* :func:`compare_seeds` runs :func:`~automtl.methods.compare.compare` once per seed (each in
-  ``out/seed-<s>``) and summarises the tables (:mod:`automtl.methods.seeds`).
+* :func:`compare_seeds` runs :func:`~automtl.experiments.compare.compare` once per seed (each in
+  ``out/seed-<s>``) and summarises the tables (:mod:`automtl.experiments.seeds`).
 * :func:`sweep` traces the trade-off a setting controls, by default AutoMTL's λ_reg: per
   seed, the reference methods (single-task, multi-task, AdaShare, Maximum Roaming) run once
   and the searched method once per value, all from the same initial weights and data order;
@@ -16,8 +16,8 @@ import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from automtl.errors import ConfigError
-from automtl.methods.compare import LABELS, ComparisonResult, compare, comparison_of, resolve_methods
-from automtl.methods.seeds import SeedTable, seed_table
+from automtl.experiments.compare import LABELS, ComparisonResult, compare, comparison_of, resolve_methods
+from automtl.experiments.seeds import SeedTable, seed_table
 from automtl.search.build import build_experiment, build_supermodel
 from automtl.search.config import SearchConfig, load_config, parse_yaml
 from automtl.search.pipeline import SearchResult, search

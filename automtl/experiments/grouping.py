@@ -23,7 +23,7 @@ budget.
    cost T together.
 4. **Selection**: for every budget, the set of candidates that covers every task with the
    lowest total validation loss Σₜ λₜ min_{n∈S} L(n, t) and cost ≤ budget, found exactly by
-   branch and bound (:func:`automtl.methods.selection.select_networks`). For reference, as in
+   branch and bound (:func:`automtl.experiments.selection.select_networks`). For reference, as in
    the paper: **Random** (a valid set of networks within the budget, drawn with the config's
    seed; also the mean over many draws) and **Pessimal** (the valid set with the *highest*
    total loss, each task still served by its best network in the set), scored on the same
@@ -59,8 +59,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 from tqdm.auto import tqdm
 
 from automtl.errors import ConfigError
-from automtl.methods.selection import score as score_networks
-from automtl.methods.selection import select_networks
+from automtl.experiments.selection import score as score_networks
+from automtl.experiments.selection import select_networks
+from automtl.methods.base import make_method
 from automtl.search.build import Experiment, build_experiment, build_supermodel
 from automtl.search.config import SearchConfig, load_config
 from automtl.search.pipeline import SearchResult, search
@@ -344,7 +345,6 @@ def network_macs(spec: Mapping[str, Any], tasks: Optional[Sequence[str]] = None,
     several tasks share counted once - :func:`automtl.export.cost.model_cost`'s total.
     ``config``: the run's config, whose ``multi_task`` method draws the policy."""
     from automtl.export.cost import model_cost
-    from automtl.search.strategy import make_method
 
     sm, _ = build_supermodel(subset_spec(spec, tasks) if tasks is not None else spec)
     policy = make_method("multi_task", config or SearchConfig()).draw_policy(sm, lambda policy: 0.0)

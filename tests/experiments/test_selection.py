@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from automtl.methods.selection import brute_force_selection, score, select_networks
+from automtl.experiments.selection import brute_force_selection, score, select_networks
 
 INF = math.inf
 
@@ -88,7 +88,7 @@ def test_every_subset_candidate_set_with_half_size_networks():
 def test_far_less_work_than_brute_force_on_larger_instances(monkeypatch):
     """The work is counted, not timed (a loaded machine must not fail the test): the search
     nodes visited and the candidate sets scored."""
-    import automtl.methods.selection as selection
+    import automtl.experiments.selection as selection
 
     scored = []
     real_score = selection.score

@@ -26,7 +26,7 @@ from automtl.search.config import SearchConfig, load_config
 from automtl.search.pipeline import SearchResult, input_size_of, model_macs, search
 from automtl.search.report import Row, Table, results_table
 from automtl.search.run import RunDir
-from automtl.search.strategy import METHODS
+from automtl.methods.base import METHODS
 from automtl.search.trainer import Callback
 
 DEFAULT_METHODS = ("single", "multi", "automtl", "adashare", "roaming")

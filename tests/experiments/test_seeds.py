@@ -5,7 +5,7 @@ import statistics
 import pytest
 
 from automtl.errors import ConfigError
-from automtl.methods.seeds import parse_seeds, seed_table, spread
+from automtl.experiments.seeds import parse_seeds, seed_table, spread
 from automtl.search.report import Row, results_table
 
 HIB = {"a": {"acc": True}, "b": {"err": False}}

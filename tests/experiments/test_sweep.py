@@ -8,7 +8,7 @@ import pytest
 import automtl
 from automtl.cli import main
 from automtl.errors import ConfigError
-from automtl.methods.sweep import parse_values, sweep, value_label
+from automtl.experiments.sweep import parse_values, sweep, value_label
 from automtl.search.config import merge
 
 from search_toy import TINY, tiny_scenes_yaml, toy_data, toy_supermodel

@@ -1,0 +1,25 @@
+"""Experiments that run the search pipeline several times: the drivers above the pipeline.
+
+:func:`compare` runs several sharing methods on one benchmark and tabulates them;
+:func:`group_tasks` is task grouping (which tasks to train together under an inference
+budget), with its exact network selection in :mod:`automtl.experiments.selection`;
+:mod:`automtl.experiments.sweep` and :mod:`automtl.experiments.seeds` repeat comparisons over
+settings and seeds.
+"""
+
+from automtl.experiments.compare import DEFAULT_METHODS, ComparisonResult, compare, resolve_methods
+from automtl.experiments.grouping import GroupingResult, Network, group_tasks
+from automtl.experiments.selection import Selection, brute_force_selection, select_networks
+
+__all__ = [
+    "compare",
+    "resolve_methods",
+    "DEFAULT_METHODS",
+    "ComparisonResult",
+    "group_tasks",
+    "GroupingResult",
+    "Network",
+    "select_networks",
+    "brute_force_selection",
+    "Selection",
+]
