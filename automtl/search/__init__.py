@@ -3,7 +3,7 @@
     result = automtl.search(sm, train, val, config="my.yaml", out="runs/x")
     model, meta = automtl.load_run("runs/x")
 
-See :mod:`automtl.search.config` for every setting, :mod:`automtl.search.strategy` for
+See :mod:`automtl.search.config` for every setting, :mod:`automtl.methods` for
 sharing methods and :mod:`automtl.search.weighting` for loss weightings. The package itself
 is callable: ``automtl.search(...)`` is :func:`automtl.search.pipeline.search`.
 """

@@ -381,7 +381,7 @@ class LoggingConfig:
 class SearchConfig:
     """Everything a search run needs. ``device``: ``auto`` (CUDA when present), ``cpu``,
     ``cuda``, ``cuda:1``...; ``amp``: mixed precision (float16 on CUDA, bfloat16 on the CPU);
-    ``method``: the sharing method (see :mod:`automtl.search.strategy`); ``weighting``: the
+    ``method``: the sharing method (see :mod:`automtl.methods`); ``weighting``: the
     loss weighting (see :mod:`automtl.search.weighting`)."""
 
     seed: int = 0

@@ -297,7 +297,7 @@ def run_pretrain(ctx: Context) -> None:
         ctx.finished(state)
         return
     ctx.method.pretrain_mode(sm)
-    weights = sm.weight_parameters() + ctx.weighting.parameters()
+    weights = sm.weight_parameters() + list(ctx.weighting.parameters())
     optimizer = make_optimizer(cfg.optimizer, weights)
     scheduler = make_scheduler(cfg.scheduler, optimizer, cfg.steps)
     scaler = runtime.grad_scaler()
@@ -371,7 +371,7 @@ def run_policy_train(ctx: Context) -> None:
     policy_stream = ctx.stream("policy_train", 2, policy_part, "policy split")
     taus = TauSchedule(cfg.tau_init, cfg.tau_decay, cfg.tau_decay_every or policy_stream.batches_per_epoch, cfg.tau_min)
     arch = sm.arch_parameters()
-    weights = sm.weight_parameters() + ctx.weighting.parameters()
+    weights = sm.weight_parameters() + list(ctx.weighting.parameters())
     weight_opt = make_optimizer(cfg.weight_optimizer, weights)
     policy_opt = make_optimizer(cfg.policy_optimizer, arch)
     rounds = cfg.weight_steps + cfg.policy_steps
@@ -609,7 +609,7 @@ def _train_policy(
     cfg = ctx.config.post_train
     runtime = ctx.runtime
     model = ctx.method.adapt_model(derive_for_training(ctx, policy), ctx.sm).to(runtime.device)
-    trained = list(model.parameters()) + ctx.weighting.parameters()
+    trained = list(model.parameters()) + list(ctx.weighting.parameters())
     optimizer = make_optimizer(cfg.optimizer, trained)
     scheduler = make_scheduler(cfg.scheduler, optimizer, cfg.steps)
     scaler = runtime.grad_scaler()

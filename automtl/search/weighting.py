@@ -9,9 +9,9 @@ The interface is one call that replaces ``loss.backward()`` in the training loop
 policy regulariser); ``scale`` is applied to what is back-propagated (mixed-precision loss
 scaling); ``params`` are the parameters the step trains (what a weighting that aggregates
 per-task gradients - e.g. torchjd's Jacobian descent - differentiates with respect to). It
-returns the combined loss, detached, for logging. A weighting with learnable
-parameters (e.g. uncertainty weighting) lists them in :meth:`parameters` - the loop trains
-them with the model's weights - and keeps any other state in ``state_dict``. A weighting
+returns the combined loss, detached, for logging. A weighting is an ``nn.Module``: its
+learnable parameters (e.g. uncertainty weighting's) are its ``parameters()`` - the loop trains
+them with the model's weights - and its ``state_dict`` goes into the checkpoints. A weighting
 that needs more than the losses (torchjd's ``mtl_backward`` needs the features the task heads
 read) gets the trained model once per stage through ``with weighting.watch(model): ...``.
 
@@ -24,7 +24,7 @@ Jacobian descent with one of its aggregators (:data:`JD_AGGREGATORS`: ``upgrad``
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, ContextManager, Dict, Iterator, List, Mapping, Optional, Sequence
+from typing import Any, Callable, ContextManager, Dict, Iterator, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
@@ -35,25 +35,24 @@ from automtl.registry import Registry
 Scale = Callable[[torch.Tensor], torch.Tensor]
 
 
-class LossWeighting:
-    """Base class; subclasses implement :meth:`combine` (or override :meth:`backward`)."""
+class LossWeighting(nn.Module):
+    """Base class; subclasses implement :meth:`combine` (or override :meth:`backward`).
+    Parameters, ``state_dict`` and ``.to()`` are ``nn.Module``'s (``.to()`` keeps the same
+    ``Parameter`` objects, so an optimiser built before it still trains them)."""
 
     name = "weighting"
 
     def __init__(self, task_weights: Mapping[str, float]):
+        super().__init__()
         self.task_weights: Dict[str, float] = {k: float(v) for k, v in task_weights.items()}
 
-    def parameters(self) -> List[torch.nn.Parameter]:
-        return []
-
-    def state_dict(self) -> Dict[str, object]:
-        return {}
-
-    def load_state_dict(self, state: Mapping[str, object]) -> None:
-        pass
-
-    def to(self, device: torch.device) -> "LossWeighting":
-        return self
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        try:
+            return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        except RuntimeError as exc:  # a checkpoint of other tasks (or another weighting)
+            raise ConfigError(
+                f"the saved {self.name} weighting does not fit these {len(self.task_weights)} tasks: {str(exc).splitlines()[0]}"
+            ) from None
 
     def watch(self, model: nn.Module) -> ContextManager[None]:
         """Observe ``model`` while a stage trains it (nothing by default)."""
@@ -103,24 +102,7 @@ class UncertaintyWeighting(LossWeighting):
     def __init__(self, task_weights: Mapping[str, float], init: float = 0.0):
         super().__init__(task_weights)
         self.order = list(self.task_weights)
-        self.log_vars = nn.Parameter(torch.full((len(self.order),), float(init)))
-
-    def parameters(self) -> List[nn.Parameter]:
-        return [self.log_vars]
-
-    def state_dict(self) -> Dict[str, object]:
-        return {"log_vars": self.log_vars.detach().cpu().clone()}
-
-    def load_state_dict(self, state: Mapping[str, object]) -> None:
-        value = state.get("log_vars")
-        if not isinstance(value, torch.Tensor) or value.shape != self.log_vars.shape:
-            raise ConfigError(f"the saved uncertainty weighting does not fit these {len(self.order)} tasks")
-        with torch.no_grad():
-            self.log_vars.copy_(value)
-
-    def to(self, device: torch.device) -> "UncertaintyWeighting":
-        self.log_vars.data = self.log_vars.data.to(device)  # the same Parameter: optimisers keep it
-        return self
+        self.log_vars = nn.Parameter(torch.full((len(self.order),), float(init)))  # state_dict key: log_vars
 
     def combine(self, losses: Mapping[str, torch.Tensor]) -> torch.Tensor:
         total = None
@@ -176,7 +158,9 @@ class JacobianDescent(LossWeighting):
         from torchjd import aggregation
 
         try:
-            self.aggregator = factory(aggregation, len(self.task_weights))
+            # not a registered submodule: the checkpoints of a Jacobian-descent run hold no
+            # weighting state, as before the weightings were modules
+            self.__dict__["aggregator"] = factory(aggregation, len(self.task_weights))
         except ImportError as exc:
             raise ConfigError(f"loss weighting '{aggregator}': {exc}") from None
         self.name = aggregator

@@ -115,3 +115,27 @@ def test_unknown_weighting_says_did_you_mean():
     with pytest.raises(ConfigError, match="unknown loss weighting 'uncertainity' \\(did you mean 'uncertainty'\\?\\)"):
         make_weighting("uncertainity", {"a": 1.0})
     assert isinstance(make_weighting("uncertainty", {"a": 1.0}), UncertaintyWeighting)
+
+
+def test_weightings_are_modules_whose_state_keeps_the_old_checkpoint_keys(tmp_path):
+    w = UncertaintyWeighting({"a": 1.0, "b": 0.5})
+    assert isinstance(w, nn.Module) and list(w.parameters()) == [w.log_vars]
+    assert list(w.state_dict()) == ["log_vars"]
+    assert dict(make_weighting("equal", {"a": 1.0}).state_dict()) == {}
+    # a checkpoint written before the weightings were modules: a plain dict of a CPU tensor
+    torch.save({"weighting": {"log_vars": torch.tensor([0.25, -0.5])}}, tmp_path / "old.pt")
+    old = torch.load(tmp_path / "old.pt", weights_only=True)
+    w.load_state_dict(old["weighting"])
+    assert w.log_vars.tolist() == [0.25, -0.5]
+    make_weighting("equal", {"a": 1.0}).load_state_dict({})
+    # .to() keeps the Parameter an optimiser already holds
+    param = w.log_vars
+    assert w.to(torch.device("cpu")) is w and w.log_vars is param
+    with pytest.raises(ConfigError, match="the saved uncertainty weighting does not fit these 2 tasks"):
+        w.load_state_dict({"other": torch.zeros(2)})
+
+
+def test_jacobian_descent_checkpoints_hold_no_state():
+    pytest.importorskip("torchjd", reason="torchjd is an optional extra (pip install 'automtl[jd]')")
+    w = make_weighting("upgrad", {"a": 1.0, "b": 1.0})
+    assert dict(w.state_dict()) == {} and list(w.parameters()) == []
