@@ -9,7 +9,9 @@ settings and seeds.
 
 from automtl.experiments.compare import DEFAULT_METHODS, ComparisonResult, compare, resolve_methods
 from automtl.experiments.grouping import GroupingResult, Network, group_tasks
+from automtl.experiments.seeds import SeedTable, parse_seeds, seed_table
 from automtl.experiments.selection import Selection, brute_force_selection, select_networks
+from automtl.experiments.sweep import SeedComparison, SweepResult, compare_seeds, sweep
 
 __all__ = [
     "compare",
@@ -22,4 +24,11 @@ __all__ = [
     "select_networks",
     "brute_force_selection",
     "Selection",
+    "compare_seeds",
+    "SeedComparison",
+    "sweep",
+    "SweepResult",
+    "seed_table",
+    "SeedTable",
+    "parse_seeds",
 ]
