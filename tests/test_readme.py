@@ -299,7 +299,8 @@ def test_deterministic_blocks_reproduce(name):
 _TRAINING_ONLY = {"--out", "--quiet", "--draw", "--lambda-reg", "--pretrain-steps", "--policy-steps", "--post-steps",
                   "--batch-size", "--method", "--plots", "--amp"}
 # flags both commands take, with the same meaning
-_SHARED = {"--benchmark", "--config", "--data-root", "--seed", "--weighting", "--device", "--threads", "--set"}
+# (--seeds: the cheap run makes the same mean ± std table, whose parameter/MACs cells are compared)
+_SHARED = {"--benchmark", "--config", "--data-root", "--seed", "--seeds", "--weighting", "--device", "--threads", "--set"}
 
 
 def _baselines_command(block, out):
