@@ -66,3 +66,16 @@ def task_backbone(sm: nn.Module, backbone: nn.Module, task: str) -> nn.Module:
         else:
             raise AssertionError(f"VCN {name}: unexpected node kind {node.op}")
     return net
+
+
+def all_own_outputs(sm, backbone: nn.Module, x: torch.Tensor):
+    """(derived, fixed, alone): each task's output of the all-own derived model, of the SuperModel
+    in fixed mode, and of the backbone loaded with that task's copies (no gradients, eval mode)."""
+    from automtl import Policy
+
+    policy = Policy.all_own(sm)
+    with torch.no_grad():
+        derived = sm.derive(policy).eval()(x)
+        fixed = sm.set_mode("fixed", policy=policy)(x)
+        alone = {task: task_backbone(sm, backbone, task).eval()(x) for task in sm.task_names}
+    return derived, fixed, alone
