@@ -193,10 +193,7 @@ def _write_table(comparison: Any, out: str) -> Any:
     split = "test" if comparison.searched.test is not None else "val"
     table = comparison_table(comparison, f"{cfg.data.benchmark or 'search'} ({split} split), seed {cfg.seed}")
     run = RunDir(out)
-    run.write_text("table.txt", table.text() + "\n")
-    run.write_text("table.md", table.markdown())
-    run.write_text("table.csv", table.csv())
-    run.write_json("table.json", table.to_dict())
+    run.write_table(table)
     return table
 
 
@@ -225,10 +222,7 @@ def _search_seeds(args: argparse.Namespace, config: Any, out: str, progress: boo
     if not _is_main():
         return 0
     summary = seed_table(tables)
-    run.write_text("table.txt", summary.text() + "\n")
-    run.write_text("table.md", summary.markdown())
-    run.write_text("table.csv", summary.csv())
-    run.write_json("table.json", summary.to_dict())
+    run.write_table(summary)
     print(summary.text())
     print(f"\nrun directory: {run.path} (one run per seed in seed-<s>/)")
     print(f"wall time: {time.perf_counter() - started:.1f} s")

@@ -138,11 +138,7 @@ def compare(
         )
     table = comparison_of(results, cfg, experiment)
     if run is not None:
-        os.makedirs(run.path, exist_ok=True)
-        run.write_text("table.txt", table.text() + "\n")
-        run.write_text("table.md", table.markdown())
-        run.write_text("table.csv", table.csv())
-        run.write_json("table.json", table.to_dict())
+        run.write_table(table)
     return ComparisonResult(results, table, run.path if run is not None else None)
 
 

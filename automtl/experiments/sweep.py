@@ -29,14 +29,6 @@ SWEEP_REFERENCE = ("single_task", "multi_task", "adashare", "roaming")
 ConfigLike = Union[None, str, os.PathLike, Mapping[str, Any], SearchConfig]
 
 
-def _write_tables(run: RunDir, table: Any) -> None:
-    os.makedirs(run.path, exist_ok=True)
-    run.write_text("table.txt", table.text() + "\n")
-    run.write_text("table.md", table.markdown())
-    run.write_text("table.csv", table.csv())
-    run.write_json("table.json", table.to_dict())
-
-
 def _fresh(run: Optional[RunDir], names: Sequence[str]) -> None:
     if run is None:
         return
@@ -75,7 +67,7 @@ def compare_seeds(
         per_seed[seed] = compare(cfg.replace(seed=int(seed)), methods, out=where, progress=progress)
     table = seed_table({s: r.table for s, r in per_seed.items()})
     if run is not None:
-        _write_tables(run, table)
+        run.write_table(table)
     return SeedComparison(per_seed, table, run.path if run is not None else None)
 
 
@@ -170,13 +162,13 @@ def sweep(
             )
         tables[seed] = comparison_of(runs, seeded, experiment)
         if where is not None:
-            _write_tables(where, tables[seed])
+            where.write_table(tables[seed])
         results[seed] = runs
     summary = seed_table(tables, title=f"{cfg.data.benchmark or 'sweep'}: {key} over {values}, "
                                         f"seeds {','.join(map(str, seeds))}: mean ± std")
     result = SweepResult(key, values, seeds, method, results, summary, run.path if run is not None else None)
     if run is not None:
-        _write_tables(run, summary)
+        run.write_table(summary)
         run.write_json("front.json", {"key": key, "values": values, "seeds": seeds, "points": result.points()})
         from automtl.viz.front import front_figure
         from automtl.viz._figure import save_figure

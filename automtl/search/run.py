@@ -108,6 +108,15 @@ class RunDir:
     def write_json(self, name: str, value: Any) -> None:
         self.write_text(name, dumps(value, indent=1) + "\n")
 
+    def write_table(self, table: Any) -> None:
+        """A results table (``text``, ``markdown``, ``csv``, ``to_dict``) as table.txt, .md, .csv, .json."""
+        if self.writer:
+            os.makedirs(self.path, exist_ok=True)
+        self.write_text("table.txt", table.text() + "\n")
+        self.write_text("table.md", table.markdown())
+        self.write_text("table.csv", table.csv())
+        self.write_json("table.json", table.to_dict())
+
     def read_json(self, name: str) -> Any:
         path = self.file(name)
         try:
