@@ -60,8 +60,13 @@ def spread(values: Sequence[Optional[float]]) -> Optional[Tuple[float, float]]:
 
 
 def _fmt_spread(values: Sequence[Optional[float]], fmt=_fmt) -> str:
+    """``mean ± std`` with the std given to the mean's decimals (``85.40 ± 0.91``, not ``± 0.9097``)."""
     found = spread(values)
-    return "-" if found is None else f"{fmt(found[0])} ± {fmt(found[1]).lstrip('+')}"
+    if found is None:
+        return "-"
+    mean = fmt(found[0])
+    decimals = len(mean.split(".", 1)[1]) if "." in mean else 0
+    return f"{mean} ± {found[1]:.{decimals}f}"
 
 
 class SeedTable:
@@ -103,10 +108,18 @@ class SeedTable:
                 out.append(row.get(key))
         return out
 
+    def percent_of_single_task(self, name: str, key: str) -> List[Optional[float]]:
+        """``parameters`` or ``macs`` of a row per seed, in % of that seed's Single-Task row
+        (None without one)."""
+        if "Single-Task" not in self.names:
+            return [None] * len(self.seeds)
+        return [None if v is None or not s else 100.0 * v / s
+                for v, s in zip(self.values(name, key), self.values("Single-Task", key))]
+
     def cells(self) -> Tuple[List[Tuple[str, int]], List[str], List[List[str]]]:
         has_macs = any(v is not None for n in self.names for v in self.values(n, "macs"))
-        groups: List[Tuple[str, int]] = [("", 1), ("# Params (M)", 1)] + ([("MACs (M)", 1)] if has_macs else [])
-        header = ["Model", "mean ± std"] + (["mean ± std"] if has_macs else [])
+        groups: List[Tuple[str, int]] = [("", 1), ("# Params", 2)] + ([("MACs", 2)] if has_macs else [])
+        header = ["Model", "(M) mean ± std", "% of Single-Task"] + (["(M) mean ± std", "% of Single-Task"] if has_macs else [])
         for task in self.tasks:
             groups.append((task, len(self.metric_names[task]) + 1))
             header += [f"{m} {'↑' if self.higher_is_better[task].get(m, True) else '↓'}" for m in self.metric_names[task]]
@@ -114,11 +127,12 @@ class SeedTable:
         groups += [("", 1), ("", 1), ("", 1)]
         header += ["Δt ↑", "Δt per seed (" + ",".join(map(str, self.seeds)) + ")", "Time (s)"]
         millions = lambda v: f"{v / 1e6:.3f}"  # noqa: E731 - a format, like report's _fmt
+        percent = lambda v: f"{v:.1f}"  # noqa: E731
         body: List[List[str]] = []
         for name in self.names:
-            cells = [name, _fmt_spread(self.values(name, "parameters"), millions)]
+            cells = [name, _fmt_spread(self.values(name, "parameters"), millions), _fmt_spread(self.percent_of_single_task(name, "parameters"), percent)]
             if has_macs:
-                cells.append(_fmt_spread(self.values(name, "macs"), millions))
+                cells += [_fmt_spread(self.values(name, "macs"), millions), _fmt_spread(self.percent_of_single_task(name, "macs"), percent)]
             for task in self.tasks:
                 cells += [_fmt_spread(self.values(name, f"{task}/{m}")) for m in self.metric_names[task]]
                 cells.append(_fmt_spread(self.values(name, f"delta/{task}"), _fmt_delta))
@@ -159,6 +173,11 @@ class SeedTable:
                 found = spread(values)
                 if found is not None:
                     summary[key] = {"mean": found[0], "std": found[1], "per_seed": values}
+            for key in ("parameters", "macs"):
+                values = self.percent_of_single_task(name, key)
+                found = spread(values)
+                if found is not None:
+                    summary[f"{key}_percent"] = {"mean": found[0], "std": found[1], "per_seed": values}
             rows.append({"name": name, "summary": summary})
         return {
             "title": self.title,

@@ -31,6 +31,10 @@ def test_compare_over_seeds(tmp_path, capsys):
     assert rows["Multi-Task"]["parameters"]["std"] == 0 and rows["Multi-Task"]["macs"]["std"] == 0
     with open(out / "table.csv", newline="") as f:
         header = next(csv.reader(f))
-    assert header[:3] == ["Model", "# Params (M) mean ± std", "MACs (M) mean ± std"]
+    assert header[:5] == ["Model", "# Params (M) mean ± std", "# Params % of Single-Task", "MACs (M) mean ± std", "MACs % of Single-Task"]
+    # each seed's size against that seed's single-task network
+    assert rows["Single-Task"]["parameters_percent"]["mean"] == 100.0
+    assert rows["Multi-Task"]["macs_percent"]["per_seed"][0] == pytest.approx(
+        100.0 * rows["Multi-Task"]["macs"]["per_seed"][0] / rows["Single-Task"]["macs"]["per_seed"][0])
     assert main(["compare", "--config", str(config), "--seeds", "0,1", "--seed", "2", "--out", str(tmp_path / "x")]) == 2
     assert "either --seed or --seeds" in capsys.readouterr().err

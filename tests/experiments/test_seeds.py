@@ -57,12 +57,18 @@ def test_seed_table_cells_are_paired_means():
     # the single-task row's Δt is 0 on every seed; accuracy of a: 73.33 ± 21.7
     acc = [80.0, 90.0, 50.0]
     assert f"{statistics.fmean(acc):.2f} ± {statistics.stdev(acc):.2f}" in text
+    # the std has the mean's decimals: error of b 1.33 ± 0.58 (not ± 0.5774)
+    err = [1.0, 2.0, 1.0]
+    assert f"{statistics.fmean(err):.2f} ± {statistics.stdev(err):.2f}" in text and "0.5774" not in text
+    # sizes also in % of each seed's single-task network
+    assert summary.percent_of_single_task("Multi-Task", "parameters") == [60.0, 60.0, 60.0]
+    assert "60.0 ± 0.0" in text
     data = summary.to_dict()
     assert data["seeds"] == [0, 1, 2] and set(data["per_seed"]) == {"0", "1", "2"}
     row = next(r for r in data["rows"] if r["name"] == "Multi-Task")
     assert row["summary"]["parameters"]["mean"] == 600 and row["summary"]["parameters"]["std"] == 0
     assert row["summary"]["delta"]["per_seed"] == deltas
-    assert summary.csv().splitlines()[0].startswith("Model,# Params (M) mean ± std")
+    assert summary.csv().splitlines()[0].startswith("Model,# Params (M) mean ± std,# Params % of Single-Task")
 
 
 def test_rows_within_the_spread_are_named():
