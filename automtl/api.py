@@ -26,6 +26,8 @@ def compile(  # noqa: A001 - the public name the design asks for
     searchable: Sequence[Type[nn.Module]] = DEFAULT_SEARCHABLE,
     norm: str = DEFAULT_NORM,
     leaf_modules: Iterable[LeafSpec] = (),
+    output: Optional[Union[str, Sequence[str]]] = None,
+    weights: Optional[Union[str, os.PathLike]] = None,
 ) -> SuperModel:
     """Compile ``backbone`` into a multi-task :class:`SuperModel` for ``tasks``.
 
@@ -46,6 +48,10 @@ def compile(  # noqa: A001 - the public name the design asks for
       where skipping a norm is the identity). A norm with no single feeding operator follows
       the rule of :func:`automtl.compiler.passes.assign_roles`.
     * ``leaf_modules``: module classes or paths kept whole instead of traced through.
+    * ``output`` (prototxt only): a blob name, or a list of them, to compile up to; layers
+      those blobs do not need are dropped before any check (``automtl compile --until``).
+    * ``weights`` (prototxt only): a Caffe ``.caffemodel`` whose blobs initialise the layers
+      of the same names (``automtl compile --weights``).
     """
     task_list = as_tasks(tasks)
     if isinstance(backbone, nn.Module):
@@ -53,6 +59,11 @@ def compile(  # noqa: A001 - the public name the design asks for
             raise CompileError(
                 "automtl.compile needs example_input= for an nn.Module backbone (e.g. "
                 "torch.randn(2, 3, 224, 224)): it fixes every operator's shape"
+            )
+        if output is not None or weights is not None:
+            raise CompileError(
+                "output= and weights= apply to prototxt backbones; an nn.Module already has its weights, "
+                "and its features are cut with torchvision's create_feature_extractor"
             )
         name = type(backbone).__name__
         gm = trace_module(copy.deepcopy(backbone), leaf_modules)
@@ -62,10 +73,10 @@ def compile(  # noqa: A001 - the public name the design asks for
         if example_input is not None and not isinstance(example_input, torch.Tensor):
             raise CompileError(f"example_input must be a torch.Tensor, got {type(example_input).__name__}")
         if example_input is None:  # the declared shape at batch 1: shapes are all the compiler needs
-            gm = load_prototxt(backbone, batch_size=1)
+            gm = load_prototxt(backbone, batch_size=1, output=output, weights=weights)
             example_input = torch.randn(*gm.input_shape)
         else:  # the example's shape replaces the declared one (channels included)
-            gm = load_prototxt(backbone, input_shape=tuple(example_input.shape))
+            gm = load_prototxt(backbone, input_shape=tuple(example_input.shape), output=output, weights=weights)
         name = gm.net_name
     else:
         raise CompileError(

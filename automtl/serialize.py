@@ -74,14 +74,19 @@ def compile_with_heads(
     *,
     norm: str = DEFAULT_NORM,
     input_shape: Optional[Sequence[int]] = None,
+    output: Optional[Sequence[str]] = None,
+    weights: Optional[PathLike] = None,
 ):
     """Compile a prototxt backbone (path, text or shipped name) with a :class:`HeadSpec` head per
-    task. The result remembers what it was built from, so :func:`save_supermodel` can write it."""
+    task. The result remembers what it was built from, so :func:`save_supermodel` can write it.
+    ``output`` cuts the net at those blobs and ``weights`` is a ``.caffemodel`` (see
+    :func:`automtl.compile`); the weights are saved with the model, so a rebuild needs no file."""
     import automtl
 
     text = _source_text(prototxt)
     example = None if input_shape is None else torch.zeros(tuple(int(d) for d in input_shape))
-    sm = automtl.compile(text, [Task(h.name) for h in heads], example, norm=norm)
+    cut = None if output is None else [output] if isinstance(output, str) else list(output)
+    sm = automtl.compile(text, [Task(h.name) for h in heads], example, norm=norm, output=cut, weights=weights)
     output = sm.graph[sm.graph.output].out_shape
     if output is None:
         raise ConfigError(
@@ -96,6 +101,8 @@ def compile_with_heads(
         "tasks": [h.to_dict() for h in heads],
         "options": {"norm": norm, "input_shape": list(sm.graph[sm.graph.inputs[0]].out_shape)},
     }
+    if cut is not None:  # so that the rebuild is the same net
+        sm.compile_spec["options"]["output"] = cut
     return sm
 
 
@@ -137,6 +144,10 @@ def _check_payload(path: PathLike, payload: Any) -> None:
         and options.get("norm") in NORM_POLICIES
         and isinstance(options.get("input_shape"), list)
         and all(type(d) is int and d > 0 for d in options["input_shape"])
+        and (
+            "output" not in options
+            or isinstance(options["output"], list) and all(isinstance(n, str) and n for n in options["output"])
+        )
     ):
         raise _fail(path, "the compile options are missing or malformed")
     state = payload.get("state_dict")
@@ -144,14 +155,18 @@ def _check_payload(path: PathLike, payload: Any) -> None:
         raise _fail(path, "the weights are missing or malformed")
 
 
-def load_supermodel(path: PathLike):
-    """Rebuild the supermodel saved at ``path`` and load its weights and policy logits."""
-    payload = safe_torch_load(path)
+def load_supermodel(path: PathLike, map_location: Union[None, str, torch.device] = None):
+    """Rebuild the supermodel saved at ``path`` and load its weights and policy logits, on
+    the device ``map_location`` (default: the CPU)."""
+    device = torch.device("cpu" if map_location is None else map_location)
+    payload = safe_torch_load(path)  # on the CPU, into the model built there, which then moves
     _check_payload(path, payload)
     heads = [HeadSpec(t["name"], t["channels"]) for t in payload["tasks"]]
     options = payload["options"]
     try:
-        sm = compile_with_heads(payload["prototxt"], heads, norm=options["norm"], input_shape=options["input_shape"])
+        sm = compile_with_heads(
+            payload["prototxt"], heads, norm=options["norm"], input_shape=options["input_shape"], output=options.get("output")
+        )
     except AutoMTLError as exc:
         raise _fail(path, f"its stored backbone does not compile ({exc})") from exc
     try:
@@ -159,4 +174,4 @@ def load_supermodel(path: PathLike):
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()
         raise _fail(path, f"its weights do not fit the model it describes ({' '.join(first[:3])[:400]})") from exc
-    return sm
+    return sm.to(device)

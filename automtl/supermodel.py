@@ -94,6 +94,8 @@ class SuperModel(nn.Module):
         super().__init__()
         self.graph = graph
         self.backbone_name = name
+        # guesses the front end made (e.g. which blob of a prototxt file is the input), for summary()
+        self.compile_notes: Tuple[str, ...] = tuple(getattr(root, "notes", ()))
         self.tasks: Tuple[Task, ...] = tuple(tasks)
         self.task_names: Tuple[str, ...] = tuple(t.name for t in tasks)
         self.vcns = nn.ModuleDict()
@@ -117,6 +119,9 @@ class SuperModel(nn.Module):
         self._hard: Optional[Dict[str, List[int]]] = None
         # which options may be chosen (AdaShare turns "own" off); a buffer so it moves with .to()
         self.register_buffer("allowed_options", torch.ones(len(OPTIONS), dtype=torch.bool), persistent=False)
+        # the same flags on the host: reading them needs no device synchronisation, and
+        # torch.compile traces forward without a graph break (no Tensor.item)
+        self._allowed: Tuple[bool, ...] = (True,) * len(OPTIONS)
         self.last_weights: Optional[Dict[str, Any]] = None
         self.execution = "auto"  # see set_execution (automtl.fastpath)
 
@@ -232,12 +237,18 @@ class SuperModel(nn.Module):
 
     def set_allowed_options(self, options: Sequence[Union[int, str]]) -> None:
         """Restrict the options the policy can take (e.g. ``("shared", "skip")`` for AdaShare)."""
-        mask = torch.zeros(len(OPTIONS), dtype=torch.bool, device=self.allowed_options.device)
+        flags = [False] * len(OPTIONS)
         for option in options:
-            mask[OPTIONS.index(option) if isinstance(option, str) else int(option)] = True
-        if not mask.any():
+            flags[OPTIONS.index(option) if isinstance(option, str) else int(option)] = True
+        if not any(flags):
             raise ConfigError("at least one option must stay allowed")
-        self.allowed_options = mask
+        self.allowed_options = torch.tensor(flags, dtype=torch.bool, device=self.allowed_options.device)
+        self._allowed = tuple(flags)
+
+    @property
+    def all_options_allowed(self) -> bool:
+        """Whether no option is turned off (read on the host, without a device sync)."""
+        return all(self._allowed)
 
     def set_block_skips(self, blocks: Sequence[BlockSkip]) -> None:
         """Let tasks skip whole residual blocks (:mod:`automtl.block_skip`; AdaShare finds them
@@ -267,7 +278,7 @@ class SuperModel(nn.Module):
 
     def _masked_logits(self, logits: torch.Tensor, all_allowed: Optional[bool] = None) -> torch.Tensor:
         if all_allowed is None:
-            all_allowed = bool(self.allowed_options.all())
+            all_allowed = self.all_options_allowed
         if all_allowed:
             return logits
         return logits.masked_fill(~self.allowed_options, float("-inf"))
@@ -276,7 +287,7 @@ class SuperModel(nn.Module):
         """``{node: [tasks, 3]}`` probabilities of the options under the current logits (the
         soft policy p'); with ``grad=True`` they stay on the logits' device and in the autograd
         graph (for a regulariser), else they are detached CPU tensors."""
-        all_allowed = bool(self.allowed_options.all())  # one read of the device per call, not one per node
+        all_allowed = self.all_options_allowed
         with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
             probs = {n: F.softmax(self._masked_logits(self.vcns[n].logits, all_allowed), dim=-1) for n in self.searchable_nodes}
         return probs if grad else {n: p.detach().cpu() for n, p in probs.items()}
@@ -284,12 +295,12 @@ class SuperModel(nn.Module):
     def mixing_weights(self) -> Dict[str, Any]:
         """The option weights the next forward pass uses: ``{node: rows of 3 per task}``."""
         if self.mode == "warmup":
-            allowed = self.allowed_options.tolist()
+            allowed = self._allowed
             share = 1.0 / sum(allowed)
             row = [share if a else 0.0 for a in allowed]
             return {n: [row] * self.num_tasks for n in self.searchable_nodes}
         if self.mode == "gumbel":
-            all_allowed = bool(self.allowed_options.all())  # one read of the device per pass, not one per node
+            all_allowed = self.all_options_allowed
             drawn: Dict[int, torch.Tensor] = {}  # logits several nodes share (AdaShare's blocks): one draw
             for n in self.searchable_nodes:
                 logits = self.vcns[n].logits
@@ -334,6 +345,11 @@ class SuperModel(nn.Module):
     def _execute(self, x: torch.Tensor, soft: Optional[Dict[str, Any]] = None, hard: Optional[Dict[str, List[int]]] = None) -> List[Any]:
         from automtl.fastpath import path_for, run_fast
 
+        if isinstance(x, torch.Tensor) and torch.compiler.is_compiling():
+            # traced, a view of its own: both paths key shared work on id() of values, and
+            # torch.compile would guard on the identity of the caller's tensor (a recompile per
+            # batch); eager calls keep it (a task that skips everything returns the input itself)
+            x = x.view_as(x)
         if isinstance(x, torch.Tensor) and not self.block_skips and path_for(self.execution, x.device) == "fast":
             return run_fast(self, x, soft=soft, hard=hard)
         return self.run_backbone(x, soft=soft, hard=hard)
@@ -488,6 +504,7 @@ class SuperModel(nn.Module):
             f"(+ {sum(p.numel() for p in self.arch_parameters()):,} policy logits)"
         )
         lines.append(str(self.execution_report()))
+        lines.extend(f"note: {note}" for note in self.compile_notes)
         return "\n".join(lines)
 
     def __repr__(self) -> str:

@@ -1,13 +1,14 @@
-"""Re-create the README's tables and figures from the commands that print them.
+"""Re-create the tables and figures of the README and the manual from the commands that print them.
 
-    python bench/readme.py                  # run every block's command, rewrite README.md
-    python bench/readme.py --list           # the blocks: name, kind, command
+    python bench/readme.py                  # run every block's command, rewrite the files
+    python bench/readme.py --list           # the blocks: name, kind, file, command
     python bench/readme.py --only search-scenes --only compare-scenes
     python bench/readme.py --check          # re-run, report differences, write nothing
     python bench/readme.py --reuse          # take a block's file from a run directory left by
                                             # an earlier run of its command, where there is one
 
-Every generated block of README.md sits between two marker lines:
+The blocks live in README.md and in the manual's pages, docs/**/*.md (``--file PATH``,
+repeatable, reads only the files named). Every generated block sits between two marker lines:
 
     <!-- generated NAME KIND: COMMAND -->
     ...
@@ -17,7 +18,8 @@ or, for a command that writes the block into a file rather than printing it,
 
     <!-- generated NAME KIND: COMMAND => FILE -->
 
-NAME is a short unique name (letters, digits, ``-``, ``_``, ``.``). KIND says what of the
+NAME is a short name (letters, digits, ``-``, ``_``, ``.``), unique across all the files, so a
+block can move from the README to a page of the manual and keep its name. KIND says what of the
 block a re-run must reproduce:
 
 * ``deterministic`` - all of it (parameter counts, MACs, shapes: no training, no clock);
@@ -32,8 +34,9 @@ command's ``--out`` folder, the command runs with ``--out`` in a fresh temporary
 existing run directory is never overwritten or resumed. Commands run from the repository root;
 ``automtl`` is the installed console script, ``python`` this interpreter.
 
-README.md is rewritten atomically (a temporary file renamed over it), once, after every
-command has run, and re-read just before: edits made to other parts of it meanwhile are kept.
+Each file holding a rewritten block is rewritten atomically (a temporary file renamed over it),
+once, after every command has run, and re-read just before: edits made to other parts of it
+meanwhile are kept. When a command fails, no file is written.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ from automtl.io import atomic_write_text
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
+DOCS = os.path.join(ROOT, "docs")
 KINDS = ("deterministic", "trained", "timed")
 
 _START = re.compile(r"^<!-- generated (?P<name>[A-Za-z0-9_.-]+) (?P<kind>\w+): (?P<command>.+?)(?: => (?P<file>\S+))? -->$")
@@ -71,6 +75,8 @@ class Block:
     start: int  # 0-based index of the start marker line
     end: int  # 0-based index of the end marker line
     text: str  # the lines between the markers, joined, without a final newline
+    source: str = "README.md"  # the file, as messages name it
+    path: str = README  # the file on disk
 
     def describe(self) -> str:
         return f"{self.command}" + (f" => {self.file}" if self.file else "")
@@ -107,7 +113,7 @@ def parse_blocks(text: str, source: str = "README.md") -> List[Block]:
                                   f"(opened at line {open_[1] + 1})")
             match, first = open_
             blocks.append(Block(match["name"], match["kind"], match["command"].strip(), match["file"], first, i,
-                                "\n".join(lines[first + 1 : i])))
+                                "\n".join(lines[first + 1 : i]), source))
             open_ = None
         else:
             raise ConfigError(f"{where}: malformed marker {line.strip()!r}; write '<!-- generated NAME KIND: COMMAND [=> FILE] -->' "
@@ -115,6 +121,42 @@ def parse_blocks(text: str, source: str = "README.md") -> List[Block]:
     if open_ is not None:
         raise ConfigError(f"{source} line {open_[1] + 1}: block {open_[0]['name']!r} is never closed; "
                           f"add '<!-- end generated {open_[0]['name']} -->' after it")
+    return blocks
+
+
+def document_files(root: str = ROOT) -> List[str]:
+    """README.md and every Markdown page of the manual (docs/**/*.md), in a fixed order."""
+    pages = []
+    for folder, dirs, files in os.walk(os.path.join(root, "docs")):
+        dirs[:] = sorted(d for d in dirs if not d.startswith((".", "_")))  # docs/_hooks: the build's code
+        pages += [os.path.join(folder, f) for f in sorted(files) if f.endswith(".md")]
+    return [os.path.join(root, "README.md")] + pages
+
+
+def display_name(path: str, base: str = ROOT) -> str:
+    """``path`` as messages name it: relative to the repository (or to ``base``)."""
+    relative = os.path.relpath(os.path.abspath(path), base)
+    return relative if not relative.startswith("..") else os.path.basename(path)
+
+
+def collect_blocks(paths: Sequence[str], base: Optional[str] = None) -> List[Block]:
+    """The generated blocks of every file of ``paths``, in file order; a block name used twice,
+    in one file or in two, is a ConfigError naming both places."""
+    if base is None:
+        base = ROOT if all(not os.path.relpath(os.path.abspath(p), ROOT).startswith("..") for p in paths) \
+            else os.path.dirname(os.path.abspath(paths[0]))
+    blocks: List[Block] = []
+    seen: Dict[str, Block] = {}
+    for path in paths:
+        source = display_name(path, base)
+        for block in parse_blocks(_read_all(path), source):
+            block.path = path
+            if block.name in seen:
+                other = seen[block.name]
+                raise ConfigError(f"{source} line {block.start + 1}: block name {block.name!r} is already used in "
+                                  f"{other.source} line {other.start + 1}; give it another name")
+            seen[block.name] = block
+            blocks.append(block)
     return blocks
 
 
@@ -257,7 +299,7 @@ def block_differences(block: Block, new: str) -> Tuple[List[str], List[str]]:
     """(errors, notes): what of ``new`` differs from the block's text, by the block's kind."""
     if block.text == new:
         return [], []
-    diff = "\n".join(difflib.unified_diff(block.text.split("\n"), new.split("\n"), "README.md", "re-run", lineterm="", n=1))
+    diff = "\n".join(difflib.unified_diff(block.text.split("\n"), new.split("\n"), block.source, "re-run", lineterm="", n=1))
     if block.kind == "deterministic":
         return [diff], []
     if block.kind == "trained":
@@ -280,7 +322,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--list", action="store_true", help="list the blocks and exit")
     parser.add_argument("--reuse", action="store_true",
                         help="a block with '=> FILE' takes FILE from the repository (a run left by the command) where it exists")
-    parser.add_argument("--readme", default=README, help=argparse.SUPPRESS)  # tests point it at a copy
+    parser.add_argument("--file", "--readme", dest="files", action="append", metavar="PATH",
+                        help="only the blocks of this Markdown file (repeatable; default: README.md and docs/**/*.md)")
     args = parser.parse_args(argv)
     try:
         return _main(args)
@@ -290,16 +333,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    source = os.path.basename(args.readme)
-    blocks = parse_blocks(_read_all(args.readme), source)
+    paths = args.files or document_files()
+    blocks = collect_blocks(paths)
     if args.list:
         for block in blocks:
-            print(f"{block.name:20s} {block.kind:13s} {block.describe()}")
+            print(f"{block.name:24s} {block.kind:13s} {block.source:24s} {block.describe()}")
         return 0
     wanted = [n.strip() for text in args.only for n in text.split(",") if n.strip()]
     unknown = [n for n in wanted if n not in {b.name for b in blocks}]
     if unknown:
-        raise ConfigError(f"no block named {', '.join(unknown)} in {source}; --list shows them: {', '.join(b.name for b in blocks)}")
+        where = blocks[0].source if len(paths) == 1 and blocks else ", ".join(display_name(p) for p in paths[:1]) + (" ..." if len(paths) > 1 else "")
+        raise ConfigError(f"no block named {', '.join(unknown)} in {where}; --list shows them: {', '.join(b.name for b in blocks)}")
     chosen = [b for b in blocks if not wanted or b.name in wanted]
     new = {block.name: run_block(block, reuse=args.reuse) for block in chosen}
     if args.check:
@@ -314,11 +358,17 @@ def _main(args: argparse.Namespace) -> int:
                 print(f"[{block.name}] same")
             failed |= bool(errors)
         return 1 if failed else 0
-    # re-read: the commands take minutes, and the README may have been edited meanwhile
-    text = _read_all(args.readme)
-    updated = replace_blocks(text, new, source)
-    if updated != text:
-        atomic_write_text(args.readme, updated)
+    # re-read: the commands take minutes, and the files may have been edited meanwhile; every
+    # file is checked before any is written, so a block removed meanwhile writes nothing
+    writes = []
+    for path in dict.fromkeys(block.path for block in chosen):
+        mine = {b.name: new[b.name] for b in chosen if b.path == path}
+        text = _read_all(path)
+        updated = replace_blocks(text, mine, next(b.source for b in chosen if b.path == path))
+        if updated != text:
+            writes.append((path, updated))
+    for path, updated in writes:
+        atomic_write_text(path, updated)
     for block in chosen:
         print(f"[{block.name}] {'unchanged' if block.text == new[block.name] else 'rewritten'}")
     return 0

@@ -8,6 +8,7 @@ example input records each node's input and output shapes. The prototxt front en
 from __future__ import annotations
 
 import contextlib
+import copy
 import operator
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Type, Union
 
@@ -275,10 +276,88 @@ def ancestors(node: torch.fx.Node) -> Set[torch.fx.Node]:
     return seen
 
 
+#: in-place Python operators (``out += identity`` in torchvision's ResNet blocks) and their twins
+_OUT_OF_PLACE = {
+    operator.iadd: operator.add, operator.isub: operator.sub, operator.imul: operator.mul,
+    operator.itruediv: operator.truediv, operator.ifloordiv: operator.floordiv, operator.imod: operator.mod,
+    operator.ipow: operator.pow, operator.iand: operator.and_, operator.ior: operator.or_, operator.ixor: operator.xor,
+    operator.imatmul: operator.matmul, operator.ilshift: operator.lshift, operator.irshift: operator.rshift,
+}
+
+
+def out_of_place(gm: torch.fx.GraphModule) -> None:
+    """Make every operator of ``gm`` write a new tensor instead of into its input
+    (``ReLU(inplace=True)``, ``F.relu(x, inplace=True)``, ``x += y``, ``x.relu_()``), and
+    what read the input after it read the new tensor. The SuperModel hands several tasks one
+    tensor - a shared operator's output, a skip's identity - so an operator that overwrote it
+    would corrupt what the other tasks read and what autograd saved for them. The outputs are
+    the same; the user's modules are left as they are (a module is replaced by a copy in
+    ``gm``)."""
+    newer: Dict[torch.fx.Node, torch.fx.Node] = {}  # a value written in place -> the node that wrote it
+
+    def current(value: torch.fx.Node) -> torch.fx.Node:
+        while value in newer:
+            value = newer[value]
+        return value
+
+    for n in list(gm.graph.nodes):
+        n.args = torch.fx.node.map_arg(n.args, current)
+        n.kwargs = torch.fx.node.map_arg(n.kwargs, current)
+        if _make_out_of_place(gm, n) and n.args and isinstance(n.args[0], torch.fx.Node):
+            newer[n.args[0]] = n
+    gm.recompile()
+
+
+def _make_out_of_place(gm: torch.fx.GraphModule, n: torch.fx.Node) -> bool:
+    """Turn the call ``n`` into its out-of-place twin; whether it wrote into its first input."""
+    if n.op == "call_module":
+        module = gm.get_submodule(n.target)
+        if getattr(module, "inplace", None) is not True:
+            return False
+        twin = copy.copy(module)  # the same parameters and buffers, in tables of its own
+        for table in ("_parameters", "_buffers", "_modules"):
+            twin.__dict__[table] = dict(module.__dict__[table])
+        twin.inplace = False
+        parent, _, leaf = n.target.rpartition(".")
+        setattr(gm.get_submodule(parent) if parent else gm, leaf, twin)
+        return True
+    if n.op == "call_method":
+        if isinstance(n.target, str) and n.target.endswith("_") and not n.target.startswith("_") and n.target[:-1] in _TENSOR_TWINS:
+            n.target = n.target[:-1]  # x.add_(y) -> x.add(y)
+            return True
+        return False
+    if n.op != "call_function":
+        return False
+    if n.target in _OUT_OF_PLACE:
+        n.target = _OUT_OF_PLACE[n.target]
+        return True
+    name = getattr(n.target, "__name__", "")
+    for owner in (torch, torch.nn.functional):  # torch.relu_ -> torch.relu, F.relu_ -> F.relu
+        if name.endswith("_") and not name.startswith("_") and getattr(owner, name, None) is n.target:
+            if callable(getattr(owner, name[:-1], None)):
+                n.target = getattr(owner, name[:-1])
+                return True
+            return False
+    if n.kwargs.get("inplace") is True:  # F.relu(x, inplace=True): torch.nn.functional passes the flag by name
+        n.kwargs = {**n.kwargs, "inplace": False}
+        return True
+    return False
+
+
+#: ``Tensor`` methods whose in-place form ``<name>_`` computes the same as ``<name>``
+_TENSOR_TWINS = frozenset(
+    name for name in dir(torch.Tensor)
+    if not name.startswith("_") and name != "resize" and callable(getattr(torch.Tensor, name, None))
+    and hasattr(torch.Tensor, name + "_")
+)
+
+
 def graph_from_module(
     gm: torch.fx.GraphModule, example_inputs: Sequence[torch.Tensor], name: str = "backbone"
 ) -> IRGraph:
-    """Build the IR of a traced module; ``example_inputs`` fix every node's shape."""
+    """Build the IR of a traced module; ``example_inputs`` fix every node's shape. Operators
+    that would write into their input are made to write a new tensor (:func:`out_of_place`)."""
+    out_of_place(gm)
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     if len(placeholders) != len(example_inputs):
         raise CompileError(

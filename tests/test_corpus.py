@@ -78,8 +78,14 @@ EXPECTED = {
     "kaiminghe_resnet50_deploy.prototxt": Compiles(
         (1, 1000), {"pool1": (1, 64, 56, 56), "res3d": (1, 512, 28, 28), "res5c": (1, 2048, 7, 7)}
     ),
-    # SegNet's own Caffe fork: custom BN, Upsample (max-unpooling) and data layers
-    "segnet_inference.prototxt": Rejected({"DenseImageData": 1, "BN": 25, "Upsample": 5}),
+    # SegNet's own Caffe fork: its BN (INFERENCE mode), Upsample (max-unpooling with the pooling masks)
+    # and DenseImageData layers; the Upsample sizes are fixed in the file, so it runs at 360x480 only
+    "segnet_inference.prototxt": Compiles(
+        (1, 11, 360, 480),
+        {"pool4_values": (1, 512, 23, 30), "pool5_values": (1, 512, 12, 15), "upsample5": (1, 512, 23, 30), "upsample1": (1, 64, 360, 480)},
+        input_shape=(1, 3, 360, 480),
+        slow=True,
+    ),
     "shicai_densenet121.prototxt": Compiles(
         (1, 1000, 1, 1), {"pool1": (1, 64, 56, 56), "concat_2_6": (1, 256, 56, 56), "concat_5_16": (1, 1024, 7, 7)}, slow=True
     ),

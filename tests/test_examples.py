@@ -1,5 +1,6 @@
 """The scripts under examples/ run as a user runs them, and print what they promise."""
 
+import json
 import os
 import re
 import subprocess
@@ -43,3 +44,14 @@ def test_search_then_export_the_model_it_found(tmp_path):
 @pytest.mark.slow
 def test_export_a_sampled_policy_of_the_shipped_resnet18(tmp_path):
     assert _onnx_error(_run("export_onnx.py", "--out", "exported", cwd=tmp_path)) < 1e-3
+
+
+def test_own_dataset_runs_through_compare_from_its_config_key(tmp_path):
+    stdout = _run("own_dataset.py", "--out", "runs/own", "--steps", "3", cwd=tmp_path)
+    assert stdout.startswith("own_dataset:make_dataset (test split), seed 0")  # the table names the user's data
+    assert re.search(r"^policy found: Policy\(2 tasks x \d+ nodes", stdout, re.M)
+    table = json.loads((tmp_path / "runs" / "own" / "table.json").read_text())
+    assert [row["name"] for row in table["rows"]] == ["Single-Task", "Multi-Task", "AutoMTL"]
+    assert table["input_size"] == [3, 16, 16]
+    for row in table["rows"]:
+        assert set(row["metrics"]) == {"mask", "side"} and 0.0 <= row["metrics"]["side"]["accuracy"] <= 100.0

@@ -1,12 +1,13 @@
-"""The README's numbers trace to commands (issue 15, items 3 and 4).
+"""The numbers of the README and the manual trace to commands (issue 15, items 3 and 4).
 
-* bench/readme.py's mechanism: markers, rewriting one block of a copy, --check, bad markers;
+* bench/readme.py's mechanism: markers, rewriting one block of a copy, --check, bad markers,
+  blocks spread over several files (README.md and docs/**/*.md);
 * the README's first command, run as written, leaves the results table the README shows
   (rows and columns equal, parameter and MACs columns exact, metrics within a tolerance);
 * the deterministic numbers of the README (``deterministic`` blocks; the parameter and MACs
   columns of the rows no training decides) re-computed by cheap runs.
 
-Every expectation is parsed from README.md as it is, never typed in here.
+Every expectation is parsed from README.md and the manual's pages as they are, never typed in here.
 """
 
 import importlib.util
@@ -202,11 +203,68 @@ def test_failing_command_writes_nothing(tmp_path, run_main):
     assert doc.read_text() == old
 
 
-# ---- the README itself -----------------------------------------------------------------------
+# ---- blocks in several files ----------------------------------------------------------------
+
+
+def test_blocks_in_several_files(tmp_path, run_main):
+    """A block is found, listed, checked and rewritten in whichever file holds it; the other
+    files stay byte for byte."""
+    (tmp_path / "docs" / "guide").mkdir(parents=True)
+    doc = tmp_path / "README.md"
+    page = tmp_path / "docs" / "guide" / "page.md"
+    doc.write_text(_doc("top", "deterministic", _py("print('top')"), "```text\ntop\n```"))
+    page.write_text(_doc("deep", "deterministic", _py("print('new')"), "```text\nold\n```"))
+    files = ["--file", str(doc), "--file", str(page)]
+    done = run_main(*files, "--list")
+    assert done.returncode == 0, done.stderr
+    assert [line.split()[:3] for line in done.stdout.splitlines()] == [["top", "deterministic", "README.md"],
+                                                                        ["deep", "deterministic", "docs/guide/page.md"]]
+    done = run_main(*files, "--check")
+    assert done.returncode == 1
+    assert "[top] same" in done.stdout and "[deep] DIFFERS (deterministic)" in done.stdout
+    assert "--- docs/guide/page.md" in done.stdout  # the diff names the file the block lives in
+    before = doc.read_text()
+    assert run_main(*files).returncode == 0
+    assert doc.read_text() == before
+    assert page.read_text() == _doc("deep", "deterministic", _py("print('new')"), "```text\nnew\n```")
+    assert sorted(p.name for p in (tmp_path / "docs" / "guide").iterdir()) == ["page.md"]  # no temporary file left
+
+
+def test_a_block_name_is_unique_across_files(tmp_path, run_main):
+    (tmp_path / "docs").mkdir()
+    doc, page = tmp_path / "README.md", tmp_path / "docs" / "page.md"
+    doc.write_text(_doc("same", "timed", _py("print(1)"), "a"))
+    page.write_text("intro\n" + _doc("same", "timed", _py("print(2)"), "b"))
+    done = run_main("--file", str(doc), "--file", str(page))
+    assert done.returncode == 2
+    assert done.stderr.strip() == ("bench/readme.py: docs/page.md line 6: block name 'same' is already used in "
+                                   "README.md line 5; give it another name")
+    assert doc.read_text() == _doc("same", "timed", _py("print(1)"), "a")
+
+
+def test_a_failing_command_writes_no_file(tmp_path, run_main):
+    (tmp_path / "docs").mkdir()
+    doc, page = tmp_path / "README.md", tmp_path / "docs" / "page.md"
+    old = _doc("fine", "timed", _py("print('new')"), "old")
+    doc.write_text(old)
+    page.write_text(_doc("broken", "timed", _py("import sys; sys.exit(4)"), "old"))
+    done = run_main("--file", str(doc), "--file", str(page))
+    assert done.returncode == 2 and "exited with status 4" in done.stderr
+    assert doc.read_text() == old  # the block whose command worked is not written either
+
+
+def test_default_files_are_the_readme_and_the_manual():
+    files = [os.path.relpath(p, ROOT) for p in readme.document_files()]
+    assert files[0] == "README.md"
+    assert "docs/benchmarks.md" in files and "docs/guide/search.md" in files
+    assert not [f for f in files if f.startswith("docs/_hooks")]
+
+
+# ---- the README and the manual themselves -----------------------------------------------------
 
 
 def _blocks():
-    return readme.parse_blocks(_readme_text())
+    return readme.collect_blocks(readme.document_files())
 
 
 def first_command():
@@ -221,7 +279,7 @@ def first_command():
 
 def test_readme_blocks_name_commands_that_exist():
     blocks = _blocks()
-    assert blocks, "README.md has no generated blocks"
+    assert blocks, "README.md and docs/ have no generated blocks"
     for block in blocks:
         argv = shlex.split(block.command)
         if argv[0] == "python":
@@ -235,7 +293,7 @@ def test_readme_blocks_name_commands_that_exist():
             out = readme.out_folder(argv)
             assert out and block.file.startswith(out[1].rstrip("/") + "/"), f"{block.name}: {block.file} is not in the command's --out"
     # the README's first command has its table in the README
-    assert first_command() in [b.command for b in blocks]
+    assert first_command() in [b.command for b in blocks if b.source == "README.md"]
 
 
 # Metrics of the first command within this of the README's value. Same seed, same torch and the
@@ -292,7 +350,7 @@ def test_readme_first_command_leaves_the_readme_table(tmp_path):
 def test_deterministic_blocks_reproduce(name):
     """Every block marked deterministic: the command's output now is the block, to the byte."""
     block = next(b for b in _blocks() if b.name == name)
-    assert readme.run_block(block, log=sys.stdout) == block.text, f"{name}: run python bench/readme.py --only {name}"
+    assert readme.run_block(block, log=sys.stdout) == block.text, f"{name} ({block.source}): run python bench/readme.py --only {name}"
 
 
 # flags of `automtl search` that change training only, never the baselines' models

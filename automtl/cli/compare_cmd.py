@@ -4,6 +4,7 @@ steps and seed, and print one table."""
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import time
 from typing import Any, Dict, Mapping, Optional
@@ -44,6 +45,7 @@ examples:
   automtl compare --benchmark textured-mnist --seeds 0,1,2 --out runs/cmp-tm
   automtl compare --benchmark multi-mnist --methods single,multi,adashare --weighting uncertainty
   automtl compare --config my.yaml --methods automtl,roaming --set roaming.sharing_ratio=0.3
+  automtl compare --dataset my_pkg.data:make_dataset --config model.yaml --methods single,multi,automtl
 
 Exit status: 0 on success, 2 on a user error.
 """
@@ -53,6 +55,9 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags ``compare`` and ``group`` share: what to run on, and training overrides."""
     source = parser.add_argument_group("what to run on")
     source.add_argument("--benchmark", help="built-in benchmark (scenes, multi-mnist, textured-mnist) or an on-disk one with --data-root")
+    source.add_argument("--dataset", metavar="MODULE:FACTORY",
+                        help="your own dataset: a factory 'package.module:factory' returning train/val/test and the task specs "
+                        "(see automtl.data.load_dataset); name the backbone in --config or with --set model.backbone=...")
     source.add_argument("--config", help="YAML config file (keys of automtl.search.SearchConfig), on top of the benchmark's preset")
     source.add_argument("--data-root", help="folder of an on-disk dataset")
     train = parser.add_argument_group("training (overrides the config)")
@@ -91,10 +96,19 @@ def build_config(args: argparse.Namespace, budgets: Optional[Mapping[str, Mappin
 
     user = read_yaml(args.config) if args.config else {}
     benchmark = args.benchmark or (user.get("data") or {}).get("benchmark")
-    if not benchmark:
-        raise ConfigError("say what to run on: --benchmark scenes (or multi-mnist, textured-mnist), or --config my.yaml naming data.benchmark")
-    data = merge(merge(preset(benchmark), dict((budgets or {}).get(benchmark, {}))), user)
-    apply_override(data, f"data.benchmark={benchmark}")
+    dataset = getattr(args, "dataset", None) or (user.get("data") or {}).get("dataset")
+    if not benchmark and not dataset:
+        raise ConfigError(
+            "say what to run on: --benchmark scenes (or multi-mnist, textured-mnist), --dataset my_pkg.data:make_dataset, "
+            "or --config my.yaml naming data.benchmark or data.dataset"
+        )
+    if benchmark:
+        data = merge(merge(preset(benchmark), dict((budgets or {}).get(benchmark, {}))), user)
+        apply_override(data, f"data.benchmark={benchmark}")
+    else:  # your own dataset: no preset, the config says everything
+        data = copy.deepcopy(user)
+    if getattr(args, "dataset", None):
+        data.setdefault("data", {})["dataset"] = args.dataset
     for flag, key in (("data_root", "data.root"), ("seed", "seed"), ("weighting", "weighting"), ("device", "device")):
         value = getattr(args, flag)
         if value is not None:
@@ -107,7 +121,8 @@ def build_config(args: argparse.Namespace, budgets: Optional[Mapping[str, Mappin
 
 
 def default_out(command: str, benchmark: Any) -> str:
-    return os.path.join("runs", f"{command}-{benchmark or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}")
+    name = str(benchmark).rpartition(":")[2] if benchmark else "run"  # a dataset factory: its name
+    return os.path.join("runs", f"{command}-{name}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
 def run_compare(args: argparse.Namespace) -> int:
@@ -118,7 +133,7 @@ def run_compare(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     methods = resolve_methods(args.methods)
     config = load_config(build_config(args, COMPARE_BUDGETS))
-    out = args.out or default_out("compare", config.data.benchmark)
+    out = args.out or default_out("compare", config.data.benchmark or config.data.dataset)
     if args.seeds:
         from automtl.experiments.seeds import parse_seeds
         from automtl.experiments.sweep import compare_seeds

@@ -26,6 +26,7 @@ examples:
   automtl compile deeplab_resnet34 --task seg:19 --task depth:1
   automtl compile net.prototxt --task seg:40 --task normal:3 --out super.pt
   automtl compile train_val.prototxt --task cls:10 --input-shape 1,3,227,227
+  automtl compile ssd.prototxt --task seg:21 --until fc7 --weights ssd.caffemodel
 
 --out writes a file that torch.load(weights_only=True) reads; automtl.load_supermodel(path)
 rebuilds the supermodel from it. Exit status: 0 on success, 2 on a user error.
@@ -90,6 +91,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "training nets whose Data layers do not declare one",
     )
     parser.add_argument(
+        "--until",
+        dest="until",
+        action="append",
+        metavar="BLOB",
+        help="compile up to this blob, the one the task heads read; the layers it does not need - detection "
+        "heads, proposal layers, losses - are dropped before any check",
+    )
+    parser.add_argument(
+        "--weights",
+        metavar="FILE",
+        help="a Caffe .caffemodel whose blobs initialise the layers of the same names (shapes checked)",
+    )
+    parser.add_argument(
         "--norm",
         choices=NORM_POLICIES,
         default=DEFAULT_NORM,
@@ -152,7 +166,12 @@ def run(args: argparse.Namespace) -> int:
     if duplicated:
         raise ConfigError(f"--task names must be unique; {', '.join(duplicated)} is given twice")
     shape = parse_shape_arg(args.input_shape) if args.input_shape else None
-    sm = compile_with_heads(args.backbone, heads, norm=args.norm, input_shape=shape)
+    if args.until and len(args.until) > 1:
+        raise ConfigError(
+            f"--until is given {len(args.until)} times ({', '.join(args.until)}); the task heads read one blob, so "
+            "name one (automtl.compile(path, tasks, output=[...]) returns several)"
+        )
+    sm = compile_with_heads(args.backbone, heads, norm=args.norm, input_shape=shape, output=args.until, weights=args.weights)
     source = args.backbone if os.path.exists(args.backbone) else f"the shipped '{args.backbone}'"
     print(summary(sm, source))
     if args.verbose:

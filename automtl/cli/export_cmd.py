@@ -46,6 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="size of one input (no batch) to export and check with; default: the size the model was built for",
     )
     parser.add_argument("--no-check", action="store_true", help="skip the comparison with PyTorch")
+    parser.add_argument("--trust-code", action="store_true",
+                        help="the model's backbone is a factory of yours (module:<package.module>:<factory>): import and call it")
     parser.set_defaults(run=run)
 
 
@@ -57,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from automtl.export.saved import example_input, load_derived
 
     size = parse_input_size(args.input_size) if args.input_size else None
-    loaded = load_derived(args.model)
+    loaded = load_derived(args.model, trust_code=args.trust_code)
     size = size or loaded.input_shape
     if size is None:
         raise ConfigError(f"{loaded.source} does not record its input size; give --input-size CxHxW")

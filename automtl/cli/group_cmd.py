@@ -122,7 +122,7 @@ def run_group(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     budgets = parse_budgets(args.budget)
     config = group_config(args)
-    out = args.out or default_out("group", config.data.benchmark)
+    out = args.out or default_out("group", config.data.benchmark or config.data.dataset)
     result = group_tasks(config, budgets or None, out=out, progress=not args.quiet)
     print(result.text())
     trained = [n for n in result.candidates if n.source == "trained"]

@@ -55,6 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="CxHxW",
         help="size of one input (no batch), e.g. 3x224x224; default: the size the model was built for",
     )
+    parser.add_argument("--trust-code", action="store_true",
+                        help="the model's backbone is a factory of yours (module:<package.module>:<factory>): import and call it")
     parser.set_defaults(run=run)
 
 
@@ -63,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from automtl.export.saved import load_derived
 
     size: Optional[Tuple[int, ...]] = parse_input_size(args.input_size) if args.input_size else None
-    loaded = load_derived(args.model)
+    loaded = load_derived(args.model, trust_code=args.trust_code)
     if size is None:
         size = loaded.input_shape or (3, 224, 224)
     model = loaded.model

@@ -18,6 +18,7 @@ _FLAG_KEYS = {
     "device": "device",
     "method": "method",
     "weighting": "weighting",
+    "dataset": "data.dataset",
     "batch_size": "data.batch_size",
     "data_root": "data.root",
     "pretrain_steps": "pretrain.steps",
@@ -40,8 +41,11 @@ def register(subparsers: Any) -> None:
     )
     source = parser.add_argument_group("what to run")
     source.add_argument("--benchmark", help="built-in benchmark (scenes, multi-mnist, textured-mnist) or an on-disk one with --data-root")
+    source.add_argument("--dataset", metavar="MODULE:FACTORY",
+                        help="your own dataset: a factory 'package.module:factory' returning train/val/test and the task specs "
+                        "(see automtl.data.load_dataset)")
     source.add_argument("--config", help="YAML config file (keys of automtl.search.SearchConfig)")
-    source.add_argument("--backbone", help="backbone: a built-in name, a shipped prototxt name, torchvision:<arch> or a .prototxt path")
+    source.add_argument("--backbone", help="backbone: a built-in name, a shipped prototxt name, torchvision:<arch>, timm:<name>, module:<package.module>:<factory> or a .prototxt path (pretrained weights: in --config, model.backbone.weights)")
     source.add_argument("--task", action="append", dest="tasks", metavar="SPEC", help="task spec name:kind[:classes] (repeat for more tasks)")
     source.add_argument("--data-root", help="folder of an on-disk dataset")
     source.add_argument("--method", help="sharing method (automtl, single_task, multi_task, adashare, roaming)")
@@ -86,8 +90,11 @@ def build_config(args: argparse.Namespace) -> Dict[str, Any]:
 
     user = read_yaml(args.config) if args.config else {}
     benchmark = args.benchmark or (user.get("data") or {}).get("benchmark")
-    if not benchmark and not args.config:
-        raise ConfigError("say what to search on: --benchmark scenes (or multi-mnist, textured-mnist), or --config my.yaml")
+    if not benchmark and not args.config and not args.dataset:
+        raise ConfigError(
+            "say what to search on: --benchmark scenes (or multi-mnist, textured-mnist), --dataset my_pkg.data:make_dataset, "
+            "or --config my.yaml"
+        )
     data = merge(preset(benchmark) if benchmark else {}, user)
     if args.benchmark:
         apply_override(data, f"data.benchmark={args.benchmark}")
@@ -154,7 +161,8 @@ def run_search(args: argparse.Namespace) -> int:
     else:
         config = load_config(build_config(args))
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        out = args.out or os.path.join("runs", f"{config.data.benchmark or 'search'}-{stamp}")
+        name = config.data.benchmark or (config.data.dataset or "search").rpartition(":")[2]
+        out = args.out or os.path.join("runs", f"{name}-{stamp}")
     progress = not args.quiet
     callbacks = _plot_callbacks() if args.plots else []
 
@@ -191,7 +199,7 @@ def _write_table(comparison: Any, out: str) -> Any:
 
     cfg = load_config(os.path.join(out, "config.yaml"))
     split = "test" if comparison.searched.test is not None else "val"
-    table = comparison_table(comparison, f"{cfg.data.benchmark or 'search'} ({split} split), seed {cfg.seed}")
+    table = comparison_table(comparison, f"{cfg.data.benchmark or cfg.data.dataset or 'search'} ({split} split), seed {cfg.seed}")
     run = RunDir(out)
     run.write_table(table)
     return table

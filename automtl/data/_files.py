@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from automtl.data.transforms import JointTransform, JointTransforms, check_transforms
 from automtl.errors import ConfigError, DataError
 
 #: ImageNet statistics: images are normalised as torchvision's models expect.
@@ -145,15 +146,18 @@ def check_shape(t: torch.Tensor, channels: int, like: torch.Tensor, path: str, w
     return t
 
 
-class ListedDataset(Dataset):
-    """A split of a dataset whose samples are rows of paths from a JSON split list."""
+class ListedDataset(JointTransforms, Dataset):
+    """A split of a dataset whose samples are rows of paths from a JSON split list;
+    ``transforms``: joint image/target transforms (:mod:`automtl.data.transforms`)."""
 
     dataset = "dataset"
     list_name = ""
     columns: Tuple[str, ...] = ()
 
-    def __init__(self, root: Any, split: str = "train", size: Any = None, seed: int = 0, val_fraction: float = 0.1):
+    def __init__(self, root: Any, split: str = "train", size: Any = None, seed: int = 0, val_fraction: float = 0.1,
+                 transforms: Optional[JointTransform] = None):
         self.root = check_root(root, self.dataset)
+        self.transforms = check_transforms(transforms, self.dataset)
         self.split = split
         self.size = check_size(size, self.dataset)
         info = read_split_list(self.root, self.list_name, self.columns, self.dataset)

@@ -178,11 +178,12 @@ BENCHMARKS.register("cityscapes", (_cityscapes, True, "CityScapes (seg, depth) i
 BENCHMARKS.register("taskonomy", (_taskonomy, True, "Tiny-Taskonomy (seg, normal, depth, keypoint, edge) in the AdaShare layout"))
 
 
-def get_benchmark(name: str, root: Optional[str] = None, seed: int = 0, **options: Any) -> Benchmark:
+def get_benchmark(name: str, root: Optional[str] = None, seed: int = 0, transforms: Any = None, **options: Any) -> Benchmark:
     """Build a benchmark by name (see :data:`BENCHMARKS`). ``root`` is the dataset folder of the
     real datasets (for ``multi-mnist``: optionally the ``mnist_5k.csv.gz`` to use); ``seed``
     fixes generated data and the validation hold-out; ``options`` are the benchmark's own
-    (e.g. ``size``, ``n_train`` for ``scenes``; ``classes``, ``size`` for the real datasets)."""
+    (e.g. ``size``, ``n_train`` for ``scenes``; ``classes``, ``size`` for the real datasets);
+    ``transforms``: joint image/target transforms of the training split (:mod:`automtl.data.transforms`)."""
     build, needs_root, _ = BENCHMARKS.get(name)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(f"benchmark '{name}': seed must be a non-negative integer, got {seed!r}")
@@ -190,4 +191,9 @@ def get_benchmark(name: str, root: Optional[str] = None, seed: int = 0, **option
         raise ConfigError(
             f"benchmark '{name}' is read from disk: pass root= (the dataset folder, in the layout the README describes)"
         )
-    return build(root, seed, options)
+    bench = build(root, seed, options)
+    if transforms is not None:
+        from automtl.data.transforms import Transformed
+
+        bench.train = Transformed(bench.train, transforms)
+    return bench

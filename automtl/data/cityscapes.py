@@ -18,9 +18,10 @@ label -1 mapped to 255 (the task library's default ignore label), ``depth`` floa
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 from automtl.data._files import ListedDataset, check_shape, normalise_image, read_array, resize, to_chw
+from automtl.data.transforms import JointTransform
 from automtl.errors import ConfigError, DataError
 
 LABEL_SETS = {2: 2, 7: 3, 19: 4}  # classes -> column of the split list
@@ -31,11 +32,12 @@ class CityScapes(ListedDataset):
     list_name = "cityscape.json"
     columns = ("image", "depth", "label_2", "label_7", "label_19")
 
-    def __init__(self, root: Any, split: str = "train", classes: int = 19, size: Any = None, seed: int = 0, val_fraction: float = 0.1):
+    def __init__(self, root: Any, split: str = "train", classes: int = 19, size: Any = None, seed: int = 0, val_fraction: float = 0.1,
+                 transforms: Optional[JointTransform] = None):
         if classes not in LABEL_SETS:
             raise ConfigError(f"CityScapes: classes must be 2, 7 or 19 (the label sets of the layout), got {classes!r}")
         self.classes = classes
-        super().__init__(root, split, size=size, seed=seed, val_fraction=val_fraction)
+        super().__init__(root, split, size=size, seed=seed, val_fraction=val_fraction, transforms=transforms)
 
     def __getitem__(self, index: int):
         entry = self.samples[index]
@@ -48,7 +50,7 @@ class CityScapes(ListedDataset):
         seg = label[0].long()
         seg = seg.masked_fill(seg < 0, 255)
         size = self.size
-        return normalise_image(resize(image, size, nearest=False)), {
+        return self.transformed(normalise_image(resize(image, size, nearest=False)), {
             "seg": resize(seg.unsqueeze(0), size, nearest=True)[0],
             "depth": resize(depth, size, nearest=True),
-        }
+        })

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from automtl.data.transforms import JointTransform, JointTransforms, check_transforms
 from automtl.errors import ConfigError, DataError
 
 SPLITS = {"train": 0, "val": 1, "test": 2}
@@ -90,10 +91,11 @@ def split_indices(labels: np.ndarray, split: str) -> np.ndarray:
     return np.sort(np.concatenate(chosen))
 
 
-class MultiMNIST(Dataset):
+class MultiMNIST(JointTransforms, Dataset):
     """One split: ``(image [3,40,40] float in [-1, 1], {"left": digit, "right": digit})``."""
 
-    def __init__(self, split: str = "train", count: int = 10000, seed: int = 0, path: Optional[str] = None):
+    def __init__(self, split: str = "train", count: int = 10000, seed: int = 0, path: Optional[str] = None,
+                 transforms: Optional[JointTransform] = None):
         if split not in SPLITS:
             raise ConfigError(f"multi-mnist: split must be one of {', '.join(SPLITS)}, got {split!r}")
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
@@ -102,6 +104,7 @@ class MultiMNIST(Dataset):
             raise ConfigError(f"multi-mnist: seed must be a non-negative integer, got {seed!r}")
         digits, labels = load_digits(mnist_5k_path(path))
         self.split, self.seed = split, seed
+        self.transforms = check_transforms(transforms, "multi-mnist")
         self.pool = split_indices(labels, split)
         rng = np.random.default_rng([seed, SPLITS[split]])
         left = rng.integers(0, len(self.pool), count)
@@ -123,4 +126,4 @@ class MultiMNIST(Dataset):
 
     def __getitem__(self, index: int):
         image = self.images[index].float().div(127.5).sub(1.0).unsqueeze(0).expand(3, CANVAS, CANVAS).contiguous()
-        return image, {"left": self.labels[index, 0], "right": self.labels[index, 1]}
+        return self.transformed(image, {"left": self.labels[index, 0], "right": self.labels[index, 1]})

@@ -46,8 +46,8 @@ class NYUv2(ListedDataset):
         depth = check_shape(depth, 1, image, depth_path, "depth map", self.dataset)
         normal = decode_normals(encoded)
         size = self.size
-        return normalise_image(resize(image, size, nearest=False)), {
+        return self.transformed(normalise_image(resize(image, size, nearest=False)), {
             "seg": resize(seg, size, nearest=True)[0].long(),
             "normal": resize(normal, size, nearest=True),
             "depth": resize(depth, size, nearest=True),
-        }
+        })

@@ -30,12 +30,13 @@ rendered in vectorised chunks at construction and kept in memory (about 2,000 pe
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from automtl.data.transforms import JointTransform, JointTransforms, check_transforms
 from automtl.errors import ConfigError
 
 CLASSES = ("floor", "wall", "ball", "crate", "lamp", "block")
@@ -220,11 +221,12 @@ def _soften(edge: torch.Tensor, sigma: float) -> torch.Tensor:
     return soft.unsqueeze(1)
 
 
-class ScenesDataset(Dataset):
+class ScenesDataset(JointTransforms, Dataset):
     """One split of the ``scenes`` benchmark: ``(image [3,S,S], {"seg", "depth", "normal",
     "edge"})``. ``seg`` is int64 [S,S]; the others float [C,S,S]."""
 
-    def __init__(self, split: str = "train", size: int = 32, count: int = 1000, seed: int = 0, chunk: int = 256):
+    def __init__(self, split: str = "train", size: int = 32, count: int = 1000, seed: int = 0, chunk: int = 256,
+                 transforms: Optional[JointTransform] = None):
         if split not in SPLITS:
             raise ConfigError(f"scenes: split must be one of {', '.join(SPLITS)}, got {split!r}")
         if isinstance(size, bool) or not isinstance(size, int) or not 8 <= size <= 256:
@@ -234,6 +236,7 @@ class ScenesDataset(Dataset):
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ConfigError(f"scenes: seed must be a non-negative integer, got {seed!r}")
         self.split, self.size, self.seed = split, size, seed
+        self.transforms = check_transforms(transforms, "scenes")
         parts: List[Tuple[torch.Tensor, ...]] = []
         for start in range(0, count, chunk):
             params = [
@@ -247,9 +250,9 @@ class ScenesDataset(Dataset):
         return self.images.shape[0]
 
     def __getitem__(self, index: int):
-        return self.images[index], {
+        return self.transformed(self.images[index], {
             "seg": self.seg[index].long(),
             "depth": self.depth[index],
             "normal": self.normal[index],
             "edge": self.edge[index],
-        }
+        })

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from automtl.data._files import ListedDataset, check_shape, normalise_image, read_array, read_image, resize, to_chw
+from automtl.data.transforms import JointTransform
 from automtl.errors import DataError
 
 SEG_CLASSES = 17
@@ -52,8 +53,9 @@ class Taskonomy(ListedDataset):
     list_name = "taskonomy.json"
     columns = ("rgb", "seg", "normal", "depth", "keypoint", "edge")
 
-    def __init__(self, root: Any, split: str = "train", size: Any = 256, seed: int = 0, val_fraction: float = 0.1):
-        super().__init__(root, split, size=size, seed=seed, val_fraction=val_fraction)
+    def __init__(self, root: Any, split: str = "train", size: Any = 256, seed: int = 0, val_fraction: float = 0.1,
+                 transforms: Optional[JointTransform] = None):
+        super().__init__(root, split, size=size, seed=seed, val_fraction=val_fraction, transforms=transforms)
 
     def class_weights(self) -> Optional[List[float]]:
         """The published segmentation class weights (``semseg_prior_factor.npy``), if present."""
@@ -80,13 +82,13 @@ class Taskonomy(ListedDataset):
         valid = raw_depth < DEPTH_MISSING
         depth = torch.where(valid, torch.log1p(raw_depth) / _DEPTH_SCALE, torch.zeros_like(raw_depth))
         normal = (raw_normal / 255.0 * 2.0 - 1.0) * valid
-        return normalise_image(image), {
+        return self.transformed(normalise_image(image), {
             "seg": seg,
             "normal": normal,
             "depth": depth,
             "keypoint": rescale(keypoint / 2.0**16, 0.005),
             "edge": rescale(edge / 2.0**16, 0.08),
-        }
+        })
 
 
 def prior_factor(root: str) -> Optional[List[float]]:

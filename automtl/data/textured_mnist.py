@@ -26,16 +26,18 @@ import torch
 from torch.utils.data import Dataset
 
 from automtl.data.multi_mnist import SPLITS, load_digits, mnist_5k_path, split_indices
+from automtl.data.transforms import JointTransform, JointTransforms, check_transforms
 from automtl.errors import ConfigError
 
 ORIENTATIONS = (0, 45, 90, 135)
 _STREAM = 3  # a generator stream of its own: not multi-mnist's draws for the same seed
 
 
-class TexturedMNIST(Dataset):
+class TexturedMNIST(JointTransforms, Dataset):
     """One split: ``(image [3,size,size] in [-1, 1], {"digit": int, "texture": int, "mask": uint8 [size,size]})``."""
 
-    def __init__(self, split: str = "train", count: int = 4000, seed: int = 0, size: int = 32, path: Optional[str] = None):
+    def __init__(self, split: str = "train", count: int = 4000, seed: int = 0, size: int = 32, path: Optional[str] = None,
+                 transforms: Optional[JointTransform] = None):
         if split not in SPLITS:
             raise ConfigError(f"textured-mnist: split must be one of {', '.join(SPLITS)}, got {split!r}")
         for name, value, low in (("the number of images", count, 1), ("seed", seed, 0), ("size", size, 28)):
@@ -65,6 +67,7 @@ class TexturedMNIST(Dataset):
         self.digits = torch.from_numpy(labels[chosen].astype(np.int64))
         self.textures = torch.from_numpy(orientation.astype(np.int64))
         self.split, self.seed, self.size = split, seed, size
+        self.transforms = check_transforms(transforms, "textured-mnist")
         self.chosen, self.corners = chosen, corners  # which digit went where: for checks
 
     def __len__(self) -> int:
@@ -72,4 +75,4 @@ class TexturedMNIST(Dataset):
 
     def __getitem__(self, index: int):
         targets = {"digit": self.digits[index], "texture": self.textures[index], "mask": self.masks[index]}
-        return self.images[index], targets
+        return self.transformed(self.images[index], targets)

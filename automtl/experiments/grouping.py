@@ -482,16 +482,20 @@ def group_tasks(
     callbacks: Sequence[Callback] = (),
     overrides: Sequence[str] = (),
     experiment: Optional[Experiment] = None,
+    data: Any = None,
 ) -> GroupingResult:
     """Run task grouping on the config's benchmark and model (see the module docstring);
     ``budgets`` (in single-task networks) default to ``grouping.budgets``, else
     :func:`default_budgets`: the cost of the all-task network, then 1.5, 2, ..., the number of
-    tasks."""
+    tasks. ``data``: your own data instead of the config's (a :class:`~automtl.data.Benchmark`,
+    a mapping of its fields, or a dataset factory: :func:`automtl.data.load_dataset`)."""
     cfg = load_config(config, overrides)
     g = cfg.grouping
     mode = g.resolved_mode
     if experiment is None:
-        experiment = build_experiment(cfg)
+        experiment = build_experiment(cfg, data)
+    elif data is not None:
+        raise ConfigError("group_tasks: give either experiment= or data=, not both")
     spec = experiment.spec
     task_names = [_task_name(t) for t in spec["tasks"]]
     weights = {_task_name(t): float(t.get("weight", 1.0)) if isinstance(t, Mapping) else 1.0 for t in spec["tasks"]}
@@ -608,7 +612,7 @@ def group_tasks(
 
     full_single = [macs_of((t,), "full") for t in task_names]
     half_costs = ", ".join(f"{macs_of((t,), 'half') / unit:.2f}" for t in task_names) if half is not None else ""
-    title = (f"task grouping: {cfg.data.benchmark or 'model'}, {len(task_names)} tasks, seed {cfg.seed}; "
+    title = (f"task grouping: {cfg.data.benchmark or cfg.data.dataset or 'model'}, {len(task_names)} tasks, seed {cfg.seed}; "
              f"mode {mode}: {approximation}")
     notes = [f"cost in single-task networks: 1 = {human(unit)} MACs per image, the mean of the {len(task_names)} "
              f"full-size single-task networks ({', '.join(human(m) for m in full_single)}), heads included; a network "

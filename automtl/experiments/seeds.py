@@ -66,7 +66,8 @@ def _fmt_spread(values: Sequence[Optional[float]], fmt=_fmt) -> str:
         return "-"
     mean = fmt(found[0])
     decimals = len(mean.split(".", 1)[1]) if "." in mean else 0
-    return f"{mean} ± {found[1]:.{decimals}f}"
+    std = abs(float(fmt(found[1])))  # in fmt's unit (e.g. millions), then to the mean's decimals
+    return f"{mean} ± {std:.{decimals}f}"
 
 
 class SeedTable:

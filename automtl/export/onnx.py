@@ -98,7 +98,8 @@ def _export_dynamo(model: nn.Module, x: torch.Tensor, names: Sequence[str], opse
         import onnxscript  # noqa: F401  (the exporter's translation library)
     except ImportError as exc:
         raise ExportError(
-            "the ONNX export needs onnxscript: pip install 'automtl[export]' (or onnxscript onnxruntime)"
+            "the ONNX export needs onnxscript, which automtl installs with itself; this environment lacks it: "
+            "pip install onnxscript onnxruntime (neither touches torch)"
         ) from exc
     batch = torch.export.Dim("batch")
     try:
@@ -243,7 +244,10 @@ def onnx_session(model: Union[bytes, PathLike], threads: Optional[int] = None) -
     try:
         import onnxruntime
     except ImportError as exc:  # pragma: no cover - in the test extra
-        raise ExportError("checking an ONNX export needs onnxruntime: pip install onnxruntime (or check=False)") from exc
+        raise ExportError(
+            "checking an ONNX export needs onnxruntime, which automtl installs with itself; this environment lacks it: "
+            "pip install onnxscript onnxruntime (neither touches torch), or export with check=False (--no-check)"
+        ) from exc
     options = onnxruntime.SessionOptions()
     if threads is not None:
         options.intra_op_num_threads = int(threads)

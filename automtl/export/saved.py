@@ -4,8 +4,10 @@
 weights_only=True)`` reads: the *model spec* that rebuilds the SuperModel (the search
 pipeline's format, :func:`automtl.search.build.build_supermodel`: backbone spec, input shape,
 task specs, compile options, seed), the policy, and the derived model's state_dict. Loading
-compiles the spec again, derives the policy and loads the weights strictly - nothing in the
-file is executed as code.
+compiles the spec again on the meta device (the architecture only: no memory, no random
+initialisation, no pretrained weights read or downloaded), derives the policy and assigns the
+saved weights strictly (``load_state_dict(assign=True)``) - the full SuperModel is never
+materialised, and nothing in the file is executed as code.
 
 :func:`load_derived` accepts either such a file or a search run directory (whose final model
 :func:`automtl.load_run` rebuilds), which is what ``automtl export`` and ``automtl info`` take.
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 
@@ -26,6 +28,8 @@ from automtl.io import atomic_torch_save, safe_torch_load
 FORMAT = "automtl.derived_model"
 VERSION = 1
 PathLike = Union[str, os.PathLike]
+#: where loaded weights go, as ``torch.load``'s ``map_location`` takes it (None: the CPU)
+MapLocation = Union[None, str, torch.device, Dict[str, str], Callable[..., Any]]
 
 
 def save_model(model: MultiTaskModel, path: PathLike, spec: Mapping[str, Any]) -> str:
@@ -51,9 +55,13 @@ def save_model(model: MultiTaskModel, path: PathLike, spec: Mapping[str, Any]) -
     return os.fspath(path)
 
 
-def load_model(path: PathLike) -> MultiTaskModel:
-    """The derived model saved by :func:`save_model`, in eval mode."""
-    model, _ = _load_file(os.fspath(path))
+def load_model(path: PathLike, map_location: MapLocation = None, trust_code: bool = False) -> MultiTaskModel:
+    """The derived model saved by :func:`save_model`, in eval mode. ``map_location`` (as
+    ``torch.load`` takes it, e.g. ``"cuda"``; default: the CPU) is where its weights are
+    loaded, and so where the model is. A model whose backbone comes from a factory of your
+    own (``module:<package.module>:<factory>``) imports and calls it only with
+    ``trust_code=True``."""
+    model, _ = _load_file(os.fspath(path), map_location, trust_code)
     return model
 
 
@@ -67,9 +75,10 @@ class LoadedModel:
     spec: Optional[Dict[str, Any]]
 
 
-def load_derived(path: PathLike) -> LoadedModel:
+def load_derived(path: PathLike, map_location: MapLocation = None, trust_code: bool = False) -> LoadedModel:
     """A derived model from a file written by :func:`save_model` or from a search run
-    directory (its final model, rebuilt by :func:`automtl.load_run`)."""
+    directory (its final model, rebuilt by :func:`automtl.load_run`), its weights loaded to
+    ``map_location`` (default: the CPU); ``trust_code`` as :func:`load_model` takes it."""
     path = os.fspath(path)
     if os.path.isdir(path):
         from automtl.search import load_run
@@ -79,17 +88,17 @@ def load_derived(path: PathLike) -> LoadedModel:
                 f"{path} is a directory without model/model.json: not a finished search run "
                 "(run `automtl search ... --out DIR` to the end, or pass a file written by automtl.save_model)"
             )
-        model, meta = load_run(path)
+        model, meta = load_run(path, map_location=map_location, trust_code=trust_code)
         spec = meta.get("spec") if isinstance(meta, Mapping) else None
         return LoadedModel(model, _input_shape(spec), f"run {path}", dict(spec) if spec else None)
     if not os.path.exists(path):
         raise CheckpointError(f"{path}: no such file or run directory")
-    model, spec = _load_file(path)
+    model, spec = _load_file(path, map_location, trust_code)
     return LoadedModel(model, _input_shape(spec), f"file {path}", spec)
 
 
-def _load_file(path: str) -> Tuple[MultiTaskModel, Dict[str, Any]]:
-    payload = safe_torch_load(path)
+def _load_file(path: str, map_location: MapLocation = None, trust_code: bool = False) -> Tuple[MultiTaskModel, Dict[str, Any]]:
+    payload = safe_torch_load(path, map_location=_where(map_location))
     if not isinstance(payload, Mapping) or payload.get("format") != FORMAT:
         found = payload.get("format") if isinstance(payload, Mapping) else type(payload).__name__
         raise CheckpointError(
@@ -107,7 +116,10 @@ def _load_file(path: str) -> Tuple[MultiTaskModel, Dict[str, Any]]:
         from automtl.policy import Policy
         from automtl.search.build import build_supermodel
 
-        supermodel, _ = build_supermodel(spec)
+        from automtl.importing import refusing_code
+
+        with refusing_code(None if trust_code else path):
+            supermodel, _ = build_supermodel(spec, meta=True)  # the architecture only: the weights are the file's
         if payload.get("block_skips"):  # the model skips whole residual blocks (AdaShare): derive it so again
             from automtl.methods.blocks import restore_block_skips
 
@@ -118,11 +130,25 @@ def _load_file(path: str) -> Tuple[MultiTaskModel, Dict[str, Any]]:
     except (ConfigError, ExportError, PolicyError) as exc:
         raise CheckpointError(f"cannot rebuild the model saved in {path}: {exc}") from exc
     model = supermodel.derive(policy)
-    try:
-        model.load_state_dict(payload["state_dict"])
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path}: the saved weights do not fit the rebuilt model: {str(exc).splitlines()[0]}") from exc
+    assign_state(model, payload["state_dict"], f"{path}: the saved weights do not fit")
     return model.eval(), spec
+
+
+def _where(map_location: MapLocation) -> Any:
+    return "cpu" if map_location is None else map_location
+
+
+def assign_state(model: torch.nn.Module, state: Mapping[str, torch.Tensor], mismatch: str) -> None:
+    """Load ``state`` into ``model`` strictly, its tensors taken as they are (``assign=True``:
+    a model built on the meta device gets them without a copy). Every parameter and buffer
+    must come from ``state``; ``mismatch`` begins the error otherwise ("x.pt does not fit")."""
+    try:
+        model.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{mismatch} the rebuilt model: {str(exc).strip().splitlines()[0]}") from exc
+    empty = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if empty:
+        raise CheckpointError(f"{mismatch} the rebuilt model: it leaves {', '.join(empty[:5])} without values")
 
 
 def _check_spec(spec: Any, where: str) -> None:

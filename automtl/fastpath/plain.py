@@ -297,7 +297,7 @@ def _prototxt_rules() -> Dict[Any, Rule]:
         raise NotPerSample("its second operand does not line up with the batch dimension")
 
     rules: Dict[Any, Rule] = {}
-    for name in ("power", "exp", "log", "threshold", "swish", "lrn_within_channel", "interp"):
+    for name in ("power", "exp", "log", "threshold", "swish", "lrn_within_channel", "interp", "shuffle_channel", "max_unpool", "upsample_nearest"):
         if hasattr(caffe, name):
             rules[getattr(caffe, name)] = per_sample
     for name, rule in (("crop_like", from_axis(2, "axis")), ("reshape", from_axis(2, "start")), ("scale_by", aligned), ("bias_by", aligned)):

@@ -7,6 +7,7 @@ task library (``make_task(**spec)``), the compile options and the seed of the in
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type
 
@@ -51,11 +52,16 @@ def searchable_types(names: Sequence[str]) -> Tuple[Type[nn.Module], ...]:
 
 
 def load_benchmark(config: SearchConfig) -> Any:
-    """The benchmark named in ``config.data`` (see :func:`automtl.data.get_benchmark`)."""
+    """The benchmark named in ``config.data`` (see :func:`automtl.data.get_benchmark`), or
+    what its dataset factory gives (``data.dataset``, :func:`automtl.data.load_dataset`)."""
+    if config.data.dataset:
+        from automtl.data.factory import load_dataset
+
+        return load_dataset(config.data.dataset, root=config.data.root, seed=config.data.data_seed, options=config.data.options)
     if not config.data.benchmark:
         raise ConfigError(
-            "no data to search on: set data.benchmark (e.g. --benchmark scenes), or call "
-            "automtl.search(supermodel, train, val) with your own datasets"
+            "no data to search on: set data.benchmark (e.g. --benchmark scenes) or data.dataset (a factory of "
+            "your own, 'package.module:factory'), or call automtl.search(supermodel, train, val) with your own datasets"
         )
     from automtl.data import get_benchmark
 
@@ -103,19 +109,25 @@ def _task_from_entry(entry: Any, in_channels: int, options: Mapping[str, Any]) -
     raise ConfigError(f"a task is a spec string ('seg:segmentation:13') or a mapping; got {entry!r}")
 
 
-def build_supermodel(spec: Mapping[str, Any]) -> Tuple[SuperModel, Dict[str, Any]]:
+def build_supermodel(spec: Mapping[str, Any], *, meta: bool = False) -> Tuple[SuperModel, Dict[str, Any]]:
     """Compile the SuperModel of ``spec``; returns it and the resolved spec (task specs
-    completed by the task library). The initial weights depend only on ``spec["seed"]``."""
+    completed by the task library). The initial weights depend only on ``spec["seed"]`` (and
+    the backbone's pretrained weights, loaded before compile).
+
+    ``meta=True`` builds the architecture only, every tensor on the meta device: no memory,
+    no initialisation, no weights file read or downloaded - for a model whose weights come
+    next from a saved state_dict (``load_state_dict(..., assign=True)``)."""
     import automtl
 
     if spec.get("format") != MODEL_FORMAT or spec.get("version") != MODEL_VERSION:
         raise ConfigError(f"not a model spec this version reads (format {spec.get('format')!r}, version {spec.get('version')!r})")
     compile_options = spec["compile"]
     types = searchable_types(compile_options["searchable"])
-    example = torch.zeros(2, *spec["input_shape"])
-    with torch.random.fork_rng(devices=[]):
+    device = torch.device("meta") if meta else contextlib.nullcontext()
+    with torch.random.fork_rng(devices=[]), device:
+        example = torch.zeros(2, *spec["input_shape"])
         torch.manual_seed(int(spec["seed"]))
-        backbone = build_backbone(spec["backbone"])
+        backbone = build_backbone(spec["backbone"], load_weights=not meta)
         if isinstance(backbone, nn.Module):
             from automtl.tasks import infer_in_channels
 
@@ -133,11 +145,19 @@ def build_supermodel(spec: Mapping[str, Any]) -> Tuple[SuperModel, Dict[str, Any
     return sm, resolved
 
 
-def build_experiment(config: SearchConfig) -> Experiment:
-    """Data and SuperModel for a config that names a benchmark."""
+def build_experiment(config: SearchConfig, data: Any = None) -> Experiment:
+    """Data and SuperModel for a config that names a benchmark or a dataset factory - or, with
+    ``data``, for your own data given in Python (a :class:`~automtl.data.Benchmark`, a mapping
+    of its fields, or a factory: see :func:`automtl.data.load_dataset`); the model comes from
+    ``config.model``."""
     from automtl.search.presets import default_backbone
 
-    bench = load_benchmark(config)
+    if data is not None:
+        from automtl.data.factory import load_dataset
+
+        bench = load_dataset(data, root=config.data.root, seed=config.data.data_seed, options=config.data.options)
+    else:
+        bench = load_benchmark(config)
     spec = model_spec(config, bench.task_specs, bench.input_shape, default_backbone(config.data.benchmark))
     sm, resolved = build_supermodel(spec)
     description = f"{getattr(bench, 'description', config.data.benchmark)}; backbone {describe_backbone(resolved['backbone'])}"

@@ -131,6 +131,9 @@ class PolicyTrainConfig:
     tau_decay_every: Optional[int] = None
     tau_min: float = 1e-3
     lambda_reg: float = 5e-4
+    #: the per-node weights of L_reg: ``depth`` ((L − l)/L, the paper's) or ``params`` (each
+    #: node's share of the parameters: sharing pushed where the memory is, at any depth)
+    reg_weights: str = "depth"
     hard: bool = False
 
     def check(self, where: str) -> None:
@@ -153,6 +156,8 @@ class PolicyTrainConfig:
             _positive(self.tau_decay_every, f"{where}.tau_decay_every")
         _positive(self.tau_min, f"{where}.tau_min")
         _non_negative(self.lambda_reg, f"{where}.lambda_reg")
+        if self.reg_weights not in ("depth", "params"):
+            raise ConfigError(f"{where}.reg_weights must be depth (the paper's (L - l)/L) or params, got {self.reg_weights!r}")
 
 
 @dataclasses.dataclass
@@ -187,10 +192,13 @@ class PostTrainConfig:
 @dataclasses.dataclass
 class DataConfig:
     """Where the data come from (a built-in or on-disk benchmark, with its own ``options``,
-    e.g. ``size`` or ``n_train`` for ``scenes``) and how they are batched.
+    e.g. ``size`` or ``n_train`` for ``scenes``; or ``dataset``, a factory of your own,
+    ``"package.module:factory"``, called with ``options`` as keyword arguments - see
+    :func:`automtl.data.load_dataset`) and how they are batched.
     ``max_eval_batches`` caps every evaluation (None: the whole split)."""
 
     benchmark: Optional[str] = None
+    dataset: Optional[str] = None
     root: Optional[str] = None
     data_seed: int = 0
     options: Dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -200,6 +208,12 @@ class DataConfig:
     max_eval_batches: Optional[int] = None
 
     def check(self, where: str) -> None:
+        if self.dataset is not None:
+            from automtl.importing import check_import_path
+
+            check_import_path(self.dataset, f"{where}.dataset")
+            if self.benchmark is not None:
+                raise ConfigError(f"{where} names both a benchmark ({self.benchmark}) and a dataset ({self.dataset}): keep one")
         _positive(self.batch_size, f"{where}.batch_size")
         _positive(self.eval_batch_size, f"{where}.eval_batch_size")
         _non_negative(self.num_workers, f"{where}.num_workers")
@@ -382,11 +396,13 @@ class SearchConfig:
     """Everything a search run needs. ``device``: ``auto`` (CUDA when present), ``cpu``,
     ``cuda``, ``cuda:1``...; ``amp``: mixed precision (float16 on CUDA, bfloat16 on the CPU);
     ``method``: the sharing method (see :mod:`automtl.methods`); ``weighting``: the
-    loss weighting (see :mod:`automtl.search.weighting`)."""
+    loss weighting (see :mod:`automtl.search.weighting`); ``compile``: train through
+    ``torch.compile`` (opt-in: the first steps of each stage wait for the compiler)."""
 
     seed: int = 0
     device: str = "auto"
     amp: bool = False
+    compile: bool = False
     method: str = "automtl"
     weighting: str = "equal"
     data: DataConfig = dataclasses.field(default_factory=DataConfig)

@@ -301,12 +301,23 @@ def save_final_model(
     )
 
 
-def load_run(run_dir: Union[str, os.PathLike], supermodel: Optional[SuperModel] = None) -> Tuple[MultiTaskModel, Dict[str, Any]]:
+def load_run(
+    run_dir: Union[str, os.PathLike], supermodel: Optional[SuperModel] = None, map_location: Any = None, trust_code: bool = False
+) -> Tuple[MultiTaskModel, Dict[str, Any]]:
     """The final derived model of a finished run, in eval mode, and its metadata
-    (``model/model.json``: spec, tasks, policy, parameters).
+    (``model/model.json``: spec, tasks, policy, parameters). ``map_location`` (as
+    ``torch.load`` takes it, e.g. ``"cuda"``; default: the CPU) is where the weights are
+    loaded, and so where the model is.
 
-    A run of a benchmark or of a config rebuilds its model from the saved spec. A run of a
-    SuperModel built in Python has no spec: pass the same SuperModel (``supermodel=``)."""
+    A run of a benchmark or of a config rebuilds its model from the saved spec, on the meta
+    device (the architecture only: the SuperModel is not materialised, no pretrained weights
+    are read), and assigns the saved weights; a backbone of your own
+    (``module:<package.module>:<factory>``) is imported and called only with
+    ``trust_code=True``. A run of a SuperModel built in Python has no spec: pass the same
+    SuperModel (``supermodel=``)."""
+    from automtl.export.saved import assign_state
+    from automtl.importing import refusing_code
+
     run = RunDir(run_dir, writer=False)
     meta = run.read_json(os.path.join("model", "model.json"))
     if not isinstance(meta, dict) or meta.get("format") != "automtl.final_model":
@@ -321,7 +332,8 @@ def load_run(run_dir: Union[str, os.PathLike], supermodel: Optional[SuperModel] 
         if spec.get("format") != MODEL_FORMAT:
             raise CheckpointError(f"{run.file('model', 'model.json')}: its spec is not a model spec")
         try:
-            supermodel, _ = build_supermodel(spec)
+            with refusing_code(None if trust_code else run.file("model", "model.json")):
+                supermodel, _ = build_supermodel(spec, meta=True)
         except ConfigError as exc:
             raise CheckpointError(f"cannot rebuild the model of {run.path}: {exc}") from exc
     if meta.get("block_skips"):
@@ -330,11 +342,8 @@ def load_run(run_dir: Union[str, os.PathLike], supermodel: Optional[SuperModel] 
     model = derive(supermodel, policy)
     if meta.get("channel_masks"):
         model = mask_channels(model, meta["channel_masks"])
-    state = safe_torch_load(run.file("model", "weights.pt"))
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{run.file('model', 'weights.pt')} does not fit the rebuilt model: {str(exc).splitlines()[0]}") from exc
+    state = safe_torch_load(run.file("model", "weights.pt"), map_location="cpu" if map_location is None else map_location)
+    assign_state(model, state, f"{run.file('model', 'weights.pt')} does not fit")
     return model.eval(), meta
 
 
@@ -371,14 +380,19 @@ def search_with_baselines(
     progress: bool = True,
     overrides: Sequence[str] = (),
     experiment: Optional[Experiment] = None,
+    data: Any = None,
 ) -> Comparison:
     """Run the config's method, then the single-task (all-own) and multi-task (all-shared)
     baselines with the same data, backbone, seed and post-train settings (in
-    ``out/baselines/<name>``), as the config's ``baselines`` section asks."""
+    ``out/baselines/<name>``), as the config's ``baselines`` section asks. ``data``: your own
+    data instead of the config's (a :class:`~automtl.data.Benchmark`, a mapping of its
+    fields, or a dataset factory: :func:`automtl.data.load_dataset`)."""
     run = RunDir(out) if out is not None else None
     cfg = _resolve_config(config, run, resume, overrides)
     if experiment is None:
-        experiment = build_experiment(cfg)
+        experiment = build_experiment(cfg, data)
+    elif data is not None:
+        raise ConfigError("search_with_baselines: give either experiment= or data=, not both")
     common = dict(config=cfg, callbacks=callbacks, progress=progress, overrides=overrides)
 
     def one(method: str, where: Optional[RunDir], sm: SuperModel) -> SearchResult:

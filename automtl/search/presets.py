@@ -21,7 +21,10 @@ _SCENES: Dict[str, Any] = {
         "steps": 400,
         "weight_steps": 1,
         "policy_steps": 1,
-        "tau_decay_every": 10,
+        # τ = 5 · 0.965^epoch as in the paper, with 2-step epochs: 100 epochs in 200 policy
+        # steps, so τ ends near 0.14 and the soft policy is close to one-hot when the search
+        # stops (with 10-step epochs τ ended at 2.5: near-uniform mixtures, a flat distribution)
+        "tau_decay_every": 2,
         "weight_optimizer": {"name": "adam", "lr": 0.001, "weight_decay": 0.0001},
         # 200 policy steps instead of thousands: a larger step so the distribution settles
         "policy_optimizer": {"name": "adam", "lr": 0.05, "weight_decay": 0.0005},
@@ -43,7 +46,7 @@ BENCHMARK_PRESETS: Dict[str, Dict[str, Any]] = {
             "steps": 600,
             "weight_steps": 1,
             "policy_steps": 1,
-            "tau_decay_every": 10,
+            "tau_decay_every": 4,  # 75 epochs in 300 policy steps: τ ends near 0.34 (see scenes)
             "weight_optimizer": {"name": "adam", "lr": 0.001, "weight_decay": 0.0001},
             # a few hundred policy steps instead of thousands: a larger step so the distribution settles
             "policy_optimizer": {"name": "adam", "lr": 0.05, "weight_decay": 0.0005},

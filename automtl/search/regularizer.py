@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Dict
 import torch
 import torch.nn.functional as F
 
+from automtl.errors import ConfigError
+
 if TYPE_CHECKING:  # pragma: no cover
     from automtl.supermodel import SuperModel
 
@@ -37,6 +39,21 @@ def depth_weights(sm: "SuperModel") -> Dict[str, float]:
     if deepest == 0:
         return {node: 1.0 for node in depths}
     return {node: (deepest - depth) / deepest for node, depth in depths.items()}
+
+
+def parameter_weights(sm: "SuperModel") -> Dict[str, float]:
+    """``{node: n_l / mean(n)}``, n_l the parameters of a node's shared operator: an option
+    (``policy_train.reg_weights: params``, not the paper's) that pushes sharing where the
+    parameters are, whatever the depth; the weights average 1, as the terms' count stays."""
+    counts = {node: sum(p.numel() for p in sm.vcns[node].op.parameters()) for node in sm.searchable_nodes}
+    mean = sum(counts.values()) / len(counts)
+    if mean == 0:
+        return {node: 1.0 for node in counts}
+    return {node: count / mean for node, count in counts.items()}
+
+
+#: ``policy_train.reg_weights`` -> the per-node weights of L_reg
+REG_WEIGHTS = {"depth": depth_weights, "params": parameter_weights}
 
 
 def _forward_weights(sm: "SuperModel"):  # type: ignore[no-untyped-def]
@@ -66,7 +83,7 @@ def soft_policy(sm: "SuperModel") -> Dict[str, torch.Tensor]:
     ``hard`` straight-through samples, whose recorded weights are one-hot) it draws fresh
     Gumbel noise at ``sm.tau``: the same P′ in distribution, not the same sample.
     """
-    all_allowed = bool(sm.allowed_options.all())
+    all_allowed = sm.all_options_allowed
     recorded = _forward_weights(sm)
     probs: Dict[str, torch.Tensor] = {}
     for node in sm.searchable_nodes:
@@ -81,14 +98,17 @@ def soft_policy(sm: "SuperModel") -> Dict[str, torch.Tensor]:
     return probs
 
 
-def policy_regularizer(sm: "SuperModel") -> torch.Tensor:
+def policy_regularizer(sm: "SuperModel", weights: str = "depth") -> torch.Tensor:
     """L_reg (Eq. 2) of ``sm``'s soft policy P′ (:func:`soft_policy`), differentiable with
-    respect to the policy logits."""
-    weights = depth_weights(sm)
+    respect to the policy logits. ``weights``: ``"depth"`` ((L − l)/L, the paper's) or
+    ``"params"`` (:func:`parameter_weights`)."""
+    if weights not in REG_WEIGHTS:
+        raise ConfigError(f"unknown regulariser weights {weights!r}; use {', '.join(REG_WEIGHTS)}")
+    weights_of = REG_WEIGHTS[weights](sm)
     total = None
     for node, p in soft_policy(sm).items():  # p: [tasks, 3] over (shared, own, skip)
         term = F.softplus(p[:, 1] - p[:, 0]) + F.softplus(p[:, 2] - p[:, 0])
-        term = weights[node] * term.sum()
+        term = weights_of[node] * term.sum()
         total = term if total is None else total + term
     assert total is not None  # a SuperModel always has searchable nodes
     return total

@@ -28,7 +28,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from automtl.compiler.ir import OPTIONS
-from automtl.errors import CheckpointError, ConfigError
+from automtl.errors import AutoMTLError, CheckpointError, ConfigError, DataError
 from automtl.export.derive import MultiTaskModel, derive
 from automtl.policy import Policy
 from automtl.search.batches import BatchStream, eval_batches, split_indices, to_device
@@ -49,9 +49,13 @@ from automtl.methods.base import SharingMethod
 from automtl.search.trainer import Callback, StageLoop
 from automtl.search.weighting import LossWeighting
 from automtl.supermodel import SuperModel
+from automtl.tasks.losses import label_checks
 from automtl.task import Task
 
 _STAGE_INDEX = {"pretrain": 1, "policy_train": 2, "post_train": 3}
+
+#: keyword arguments of ``torch.compile`` under ``compile: true`` (the default backend: inductor)
+COMPILE_OPTIONS: Dict[str, Any] = {}
 
 
 @dataclasses.dataclass
@@ -141,7 +145,15 @@ class Context:
             world=self.runtime.world,
             num_workers=data.num_workers,
             name=name,
+            pin_memory=self.runtime.device.type == "cuda",
         )
+
+    def compiled(self, model: nn.Module) -> nn.Module:
+        """``model`` under ``torch.compile`` when the config says ``compile: true`` (the module
+        itself, its parameters shared, is what checkpoints and evaluations use)."""
+        if not self.config.compile:
+            return model
+        return torch.compile(model, **COMPILE_OPTIONS)
 
     @property
     def tasks(self) -> Sequence[Task]:
@@ -168,7 +180,29 @@ def make_scheduler(cfg: SchedulerConfig, optimizer: torch.optim.Optimizer, steps
     return None
 
 
-def task_losses(outputs: Mapping[str, torch.Tensor], targets: Mapping[str, Any], tasks: Sequence[Task]) -> Dict[str, torch.Tensor]:
+def task_losses(
+    outputs: Mapping[str, torch.Tensor], targets: Mapping[str, Any], tasks: Sequence[Task], checked: bool = True
+) -> Dict[str, torch.Tensor]:
+    """Every task's loss. ``checked=False`` (the training steps): the built-in losses skip their
+    label checks, which read the device every step - the pre-flight check ran them on the first
+    batch; a loss that fails is run again with the checks on, so that a label out of range is
+    still named (on the CPU; on a GPU it stops the process with a device-side assert)."""
+    if checked:
+        return _task_losses(outputs, targets, tasks)
+    try:
+        with label_checks(False):
+            return _task_losses(outputs, targets, tasks)
+    except Exception as exc:
+        if isinstance(exc, AutoMTLError):
+            raise
+        try:
+            _task_losses(outputs, targets, tasks)
+        except DataError as named:
+            raise named from exc
+        raise
+
+
+def _task_losses(outputs: Mapping[str, torch.Tensor], targets: Mapping[str, Any], tasks: Sequence[Task]) -> Dict[str, torch.Tensor]:
     losses: Dict[str, torch.Tensor] = {}
     for task in tasks:
         if task.loss is None:
@@ -180,9 +214,10 @@ def task_losses(outputs: Mapping[str, torch.Tensor], targets: Mapping[str, Any],
     return losses
 
 
-def _log_losses(total: torch.Tensor, losses: Mapping[str, torch.Tensor], key: str = "loss") -> Dict[str, float]:
-    values = {key: float(total)}
-    values.update({f"{key}/{name}": float(v.detach()) for name, v in losses.items()})
+def _log_losses(total: torch.Tensor, losses: Mapping[str, torch.Tensor], key: str = "loss") -> Dict[str, Any]:
+    """The step's losses to log, kept as tensors: the loop reads them back at its log steps."""
+    values = {key: total.detach()}
+    values.update({f"{key}/{name}": v.detach() for name, v in losses.items()})
     return values
 
 
@@ -231,7 +266,8 @@ def evaluate(ctx: Context, model: nn.Module, dataset: Dataset, split: str = "val
     count = 0
     try:
         with torch.no_grad():
-            for batch in eval_batches(dataset, data.eval_batch_size, data.max_eval_batches, data.num_workers):
+            pin = ctx.runtime.device.type == "cuda"
+            for batch in eval_batches(dataset, data.eval_batch_size, data.max_eval_batches, data.num_workers, pin):
                 images, targets = to_device(batch, ctx.runtime.device)
                 with ctx.runtime.autocast():
                     outputs = model(images)
@@ -314,17 +350,17 @@ def run_pretrain(ctx: Context) -> None:
     else:
         ctx.begin_fresh("pretrain")
     sm.train()
-    model = wrap_ddp(sm, runtime, ignore=_logit_names(sm), find_unused=True)
+    model = ctx.compiled(wrap_ddp(sm, runtime, ignore=_logit_names(sm), find_unused=True))
     arch = sm.arch_parameters()
 
-    def step(i: int) -> Dict[str, float]:
+    def step(i: int) -> Dict[str, Any]:
         images, targets = to_device(stream.next(), runtime.device)
         optimizer.zero_grad(set_to_none=True)
         ctx.method.before_step(sm, "pretrain", i)
         with frozen(arch):
             with runtime.autocast():
                 outputs = model(images)
-            losses = task_losses(outputs, targets, ctx.tasks)
+            losses = task_losses(outputs, targets, ctx.tasks, checked=False)
             total = ctx.weighting.backward(losses, scale=scaler.scale, params=weights)
         average_gradients(ctx.weighting.parameters(), runtime)  # a weighting's own parameters live outside DDP
         scaler.step(optimizer)
@@ -350,8 +386,11 @@ def run_pretrain(ctx: Context) -> None:
             },
         )
 
-    with ctx.weighting.watch(sm):
-        ctx.loop().loop("pretrain", cfg.steps, start, step, save, lambda: evaluate(ctx, sm, ctx.val), window)
+    try:
+        with ctx.weighting.watch(sm):
+            ctx.loop().loop("pretrain", cfg.steps, start, step, save, lambda: evaluate(ctx, sm, ctx.val), window)
+    finally:
+        stream.close()
     broadcast_(list(sm.buffers()), runtime)  # every rank continues with rank 0's normalisation statistics
 
 
@@ -392,14 +431,15 @@ def run_policy_train(ctx: Context) -> None:
     else:
         ctx.begin_fresh("policy_train")
     sm.train()
-    model = wrap_ddp(sm, runtime, ignore=_logit_names(sm), find_unused=True)
+    model = ctx.compiled(wrap_ddp(sm, runtime, ignore=_logit_names(sm), find_unused=True))
+    policy_model = ctx.compiled(sm)  # not through DDP: the logits' gradients are averaged after the step
     epoch_seen: List[Optional[int]] = [None]
 
     def policy_steps_before(i: int) -> int:
         full, position = divmod(i, rounds)
         return full * cfg.policy_steps + max(0, position - cfg.weight_steps)
 
-    def step(i: int) -> Dict[str, float]:
+    def step(i: int) -> Dict[str, Any]:
         taken = policy_steps_before(i)
         tau = taus(taken)
         sm.set_mode("gumbel", tau=tau, hard=cfg.hard)
@@ -410,7 +450,7 @@ def run_policy_train(ctx: Context) -> None:
             with frozen(arch):
                 with runtime.autocast():
                     outputs = model(images)
-                losses = task_losses(outputs, targets, ctx.tasks)
+                losses = task_losses(outputs, targets, ctx.tasks, checked=False)
                 total = ctx.weighting.backward(losses, scale=scaler.scale, params=weights)
             average_gradients(ctx.weighting.parameters(), runtime)
             scaler.step(weight_opt)
@@ -426,8 +466,8 @@ def run_policy_train(ctx: Context) -> None:
         policy_opt.zero_grad(set_to_none=True)
         with frozen(weights), kept_norm_statistics(sm):
             with runtime.autocast():
-                outputs = sm(images)  # not through DDP: the logits' gradients are averaged below
-            losses = task_losses(outputs, targets, ctx.tasks)
+                outputs = policy_model(images)
+            losses = task_losses(outputs, targets, ctx.tasks, checked=False)
             extra = ctx.method.policy_loss(sm)
             total = ctx.weighting.backward(losses, extra=extra, scale=scaler.scale, params=arch)
         average_gradients(arch, runtime)
@@ -435,9 +475,9 @@ def run_policy_train(ctx: Context) -> None:
         scaler.update()
         if policy_sched is not None:
             policy_sched.step()
-        values = {"loss_policy": float(total), "tau": tau, "policy_lr": policy_opt.param_groups[0]["lr"]}
+        values = {"loss_policy": total.detach(), "tau": tau, "policy_lr": policy_opt.param_groups[0]["lr"]}
         if extra is not None:
-            values["loss_reg"] = float(extra.detach())
+            values["loss_reg"] = extra.detach()
         return values
 
     def evaluate_argmax() -> Dict[str, Any]:
@@ -463,8 +503,12 @@ def run_policy_train(ctx: Context) -> None:
             },
         )
 
-    with ctx.weighting.watch(sm):
-        ctx.loop().loop("policy_train", cfg.steps, start, step, save, evaluate_argmax, window)
+    try:
+        with ctx.weighting.watch(sm):
+            ctx.loop().loop("policy_train", cfg.steps, start, step, save, evaluate_argmax, window)
+    finally:
+        weight_stream.close()
+        policy_stream.close()
     broadcast_(list(sm.buffers()), runtime)
     _write_policy(ctx, Policy.argmax(sm))
 
@@ -632,15 +676,15 @@ def _train_policy(
         ctx.begin_fresh("post_train")
 
     model.train()
-    wrapped = wrap_ddp(model, runtime)
+    wrapped = ctx.compiled(wrap_ddp(model, runtime))
 
-    def step(i: int) -> Dict[str, float]:
+    def step(i: int) -> Dict[str, Any]:
         images, targets = to_device(stream.next(), runtime.device)
         optimizer.zero_grad(set_to_none=True)
         ctx.method.before_step(model, "post_train", i)
         with runtime.autocast():
             outputs = wrapped(images)
-        losses = task_losses(outputs, targets, ctx.tasks)
+        losses = task_losses(outputs, targets, ctx.tasks, checked=False)
         total = ctx.weighting.backward(losses, scale=scaler.scale, params=trained)
         average_gradients(ctx.weighting.parameters(), runtime)
         scaler.step(optimizer)
@@ -671,8 +715,11 @@ def _train_policy(
             },
         )
 
-    with ctx.weighting.watch(model):
-        ctx.loop().loop("post_train", cfg.steps, start, step, save, lambda: evaluate(ctx, model, ctx.val), window)
+    try:
+        with ctx.weighting.watch(model):
+            ctx.loop().loop("post_train", cfg.steps, start, step, save, lambda: evaluate(ctx, model, ctx.val), window)
+    finally:
+        stream.close()
     broadcast_(list(model.buffers()), runtime)
     return model
 

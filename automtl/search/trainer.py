@@ -4,13 +4,21 @@
 progress bar, ``metrics.jsonl`` lines, evaluations, checkpoints, callbacks, the check for
 non-finite losses. What a step *is* comes from the stage (:mod:`automtl.search.stages`) as a
 function; the loop knows nothing about methods or options.
+
+A step returns its losses as tensors, still on the device. The loop reads them back only where
+it must - at log, evaluation and checkpoint steps, the end of the stage, or on a stop request -
+all the steps since the last read in one transfer, and checks them for non-finite values there
+(a checkpoint is never written after a non-finite step). In between, a GPU runs ahead of the
+host: no step waits for a ``.item()``, and under ``torchrun`` the ranks agree on stopping at
+those steps only.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+import torch
 from tqdm.auto import tqdm
 
 from automtl.errors import RunInterrupted, TrainingError
@@ -19,7 +27,8 @@ from automtl.search.distributed import Runtime, any_rank
 from automtl.search.interrupt import StopRequests
 from automtl.search.run import RunDir
 
-StepFn = Callable[[int], Dict[str, float]]
+#: a step's logged values: tensors (read back at the loop's read points) or plain numbers
+StepFn = Callable[[int], Dict[str, Any]]
 EvalFn = Callable[[], Dict[str, Any]]
 SaveFn = Callable[[int, bool, Dict[str, List[float]]], Optional[str]]
 
@@ -89,24 +98,35 @@ class StageLoop:
         desc = f"{self.label} {stage}".strip()
         bar = tqdm(total=steps, initial=start, desc=desc, disable=not self.progress, dynamic_ncols=True, leave=True)
         saved = start  # the step of the stage's checkpoint on disk (0: none of this stage yet)
+        pending: List[Tuple[int, Dict[str, Any]]] = []  # (step, values) not read back yet
         with StopRequests() as stop:
             try:
                 for step in range(start, steps):
-                    values = step_fn(step)
+                    pending.append((step + 1, step_fn(step)))
                     done = step + 1
-                    not_finite, stopping = any_rank([_not_finite(values), stop.received is not None], self.runtime)
-                    if not_finite:
-                        self._stop_not_finite(stage, done, values, saved)
-                    for key, value in values.items():
-                        window.setdefault(key, []).append(float(value))
                     bar.update(1)
-                    bar.set_postfix_str(_postfix(values), refresh=False)
-                    if done % cfg.log_every == 0 or done == steps:
+                    log_now = done % cfg.log_every == 0 or done == steps
+                    evaluating = evaluate is not None and ((cfg.eval_every and done % cfg.eval_every == 0) or done == steps)
+                    periodic = bool(cfg.checkpoint_every and done % cfg.checkpoint_every == 0)
+                    # one process sees a stop request at once; ranks agree on it at the read points
+                    asked = stop.received is not None and not self.runtime.distributed
+                    if not (log_now or evaluating or periodic or asked or done == steps):
+                        continue
+                    read = _read_back(pending)
+                    pending = []
+                    bad = next(((s, v) for s, v in read if _not_finite(v)), None)
+                    not_finite, stopping = any_rank([bad is not None, stop.received is not None], self.runtime)
+                    if not_finite:
+                        self._stop_not_finite(stage, *(bad or (done, {})), saved)
+                    for _, values in read:
+                        for key, value in values.items():
+                            window.setdefault(key, []).append(value)
+                    bar.set_postfix_str(_postfix(read[-1][1]), refresh=False)
+                    if log_now:
                         self.log({"stage": stage, "step": done, "kind": "train", **_summarise(window)})
                         window = {}
-                    if evaluate is not None and ((cfg.eval_every and done % cfg.eval_every == 0) or done == steps):
+                    if evaluating:
                         self.log({"stage": stage, "step": done, "kind": "eval", **evaluate()})
-                    periodic = cfg.checkpoint_every and done % cfg.checkpoint_every == 0
                     if done < steps and (periodic or stopping):
                         path = save(done, False, window)
                         saved = done
@@ -151,6 +171,20 @@ class StageLoop:
             f"{stage}, step {step}: {what}; training stopped and {kept}. Lower the learning rate, check "
             "this task's data and loss, or turn mixed precision off; then resume the run"
         )
+
+
+def _read_back(pending: Sequence[Tuple[int, Mapping[str, Any]]]) -> List[Tuple[int, Dict[str, float]]]:
+    """The values of ``pending`` steps as floats: every tensor among them stacked and copied to
+    the host at once (one synchronisation, however many steps and losses)."""
+    tensors = [v for _, values in pending for v in values.values() if isinstance(v, torch.Tensor)]
+    host: List[float] = []
+    if tensors:
+        device = tensors[0].device
+        # float64 holds every float32/bfloat16/float16 value exactly: float(t) as it was (MPS has no float64)
+        dtype = torch.float32 if device.type == "mps" else torch.float64
+        host = torch.stack([t.detach().reshape(()).to(device=device, dtype=dtype) for t in tensors]).tolist()
+    numbers = iter(host)
+    return [(step, {k: next(numbers) if isinstance(v, torch.Tensor) else float(v) for k, v in values.items()}) for step, values in pending]
 
 
 def _not_finite(values: Mapping[str, float]) -> bool:

@@ -17,7 +17,7 @@ from automtl.tasks.kinds import (
     make_task,
     parse_task_spec,
 )
-from automtl.tasks.losses import ClassificationLoss, DepthLoss, NormalLoss, PixelL1Loss, SegmentationLoss
+from automtl.tasks.losses import ClassificationLoss, DepthLoss, NormalLoss, PixelL1Loss, SegmentationLoss, label_checks
 from automtl.tasks.metrics import AccuracyMetric, DepthMetric, NormalMetric, PixelL1Metric, SegmentationMetric, SumMetric
 from automtl.tasks.relative import load_baseline, relative_performance, save_baseline
 
@@ -40,6 +40,7 @@ __all__ = [
     "NormalLoss",
     "PixelL1Loss",
     "ClassificationLoss",
+    "label_checks",
     "SumMetric",
     "SegmentationMetric",
     "DepthMetric",

@@ -9,12 +9,32 @@ so a head may stay at the backbone's resolution.
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+import contextlib
+import contextvars
+from typing import Iterator, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
 from automtl.errors import DataError
+
+
+_CHECK_LABELS: contextvars.ContextVar[bool] = contextvars.ContextVar("automtl_check_labels", default=True)
+
+
+@contextlib.contextmanager
+def label_checks(enabled: bool) -> Iterator[None]:
+    """Turn the label-value checks of the built-in losses on or off inside the block (each
+    check reads the device: one synchronisation per loss and step)."""
+    token = _CHECK_LABELS.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _CHECK_LABELS.reset(token)
+
+
+def checking_labels() -> bool:
+    return _CHECK_LABELS.get()
 
 
 def shape_str(t: torch.Tensor) -> str:
@@ -62,7 +82,7 @@ def seg_target(pred: torch.Tensor, target: torch.Tensor, classes: int, task: str
             f"task '{task}': the segmentation target has shape {shape_str(target)} but the prediction is "
             f"{shape_str(pred)}; a segmentation target is [batch, height, width] (or [batch, 1, height, width]) of class indices"
         )
-    if target.is_floating_point():
+    if target.is_floating_point() and checking_labels():
         if not torch.equal(target, target.round()):
             raise DataError(f"task '{task}': segmentation targets must be whole class indices; got fractional values")
     return resize_to(pred, target.shape[-2:]), target.long()

@@ -3,6 +3,11 @@
 Every loss is called ``loss(prediction, target, mask=None)`` and returns a scalar tensor. A
 batch with no valid pixel gives a zero that still carries a gradient (never NaN).
 
+No loss reads a value back from the device: invalid pixels are weighed out (``torch.where``),
+not indexed away, so a training step runs without host synchronisation. Label values are
+checked (a :class:`DataError` naming them) unless :func:`label_checks` turns that off: the
+training loop does, after the pre-flight check has checked the first batch.
+
 * segmentation: pixel-wise cross-entropy; pixels labelled ``ignore_index`` (255 by default) or
   outside ``mask`` do not count; optional per-class weights (Taskonomy weighs by class priors).
 * depth: L1 over valid pixels: target > 0 (and finite) and inside ``mask``.
@@ -20,11 +25,15 @@ import torch
 import torch.nn.functional as F
 
 from automtl.errors import DataError
-from automtl.tasks._shapes import check_tensor, dense_target, pixel_mask, seg_target, shape_str
+from automtl.tasks._shapes import check_tensor, checking_labels, dense_target, label_checks, pixel_mask, seg_target, shape_str  # noqa: F401 (label_checks: re-exported)
 
 
-def _zero(pred: torch.Tensor) -> torch.Tensor:
-    return pred.sum() * 0.0
+def _masked_mean(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` where ``valid`` (broadcast), 0 where nothing is valid; invalid entries
+    (even NaN or inf) get neither weight nor gradient."""
+    valid = valid.expand_as(values)
+    total = torch.where(valid, values, torch.zeros((), dtype=values.dtype, device=values.device)).sum()
+    return total / valid.sum().clamp_min(1).to(values.dtype)
 
 
 class SegmentationLoss:
@@ -49,11 +58,12 @@ class SegmentationLoss:
         m = pixel_mask(mask, target, self.task)
         if m is not None:
             valid &= m
-        check_labels(target, valid, self.classes, self.ignore_index, self.task)
-        if not bool(valid.any()):
-            return _zero(pred)
+        if checking_labels():
+            check_labels(target, valid, self.classes, self.ignore_index, self.task)
         target = target.masked_fill(~valid, self.ignore_index)
-        return F.cross_entropy(pred, target, weight=self._weight(pred), ignore_index=self.ignore_index)
+        loss = F.cross_entropy(pred, target, weight=self._weight(pred), ignore_index=self.ignore_index)
+        # no valid pixel: cross-entropy is 0/0; the zero is chosen on the device, without a read
+        return torch.where(valid.any(), loss, torch.zeros((), dtype=loss.dtype, device=loss.device))
 
 
 def check_labels(target: torch.Tensor, valid: torch.Tensor, classes: int, ignore_index: int, task: str) -> None:
@@ -73,9 +83,8 @@ class DepthLoss:
     def __call__(self, pred: torch.Tensor, target: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         pred, target = dense_target(pred, target, 1, self.task, "depth")
         valid = depth_valid(target, pixel_mask(mask, target, self.task))
-        if not bool(valid.any()):
-            return _zero(pred)
-        return (pred - target).abs()[valid].mean()
+        target = torch.where(valid, target, pred.detach())  # no NaN/inf in the error, nor its gradient
+        return _masked_mean((pred - target).abs(), valid)
 
 
 def depth_valid(target: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
@@ -91,21 +100,27 @@ class NormalLoss:
         self.task = task
 
     def __call__(self, pred: torch.Tensor, target: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        cos, _ = normal_cosines(pred, target, mask, self.task)
-        if cos.numel() == 0:
-            return _zero(pred)
-        return 1.0 - cos.mean()
+        pred, target = dense_target(pred, target, 3, self.task, "surface-normal")
+        target, valid = _normal_valid(target, mask, self.task)
+        cos = (F.normalize(pred, dim=1) * F.normalize(target, dim=1)).sum(1)  # [B, H, W]
+        loss = 1.0 - _masked_mean(cos, valid)
+        return torch.where(valid.any(), loss, torch.zeros((), dtype=loss.dtype, device=loss.device))
+
+
+def _normal_valid(target: torch.Tensor, mask: Optional[torch.Tensor], task: str):
+    target = torch.nan_to_num(target, nan=0.0, posinf=0.0, neginf=0.0)
+    valid = target.norm(dim=1) > 0
+    m = pixel_mask(mask, target, task)
+    if m is not None:
+        valid &= m
+    return target, valid
 
 
 def normal_cosines(pred: torch.Tensor, target: torch.Tensor, mask: Optional[torch.Tensor], task: str):
     """Cosine similarity of prediction and target at every valid pixel (a flat tensor), and the
     valid-pixel mask. Valid: target of non-zero, finite length, inside the mask."""
     pred, target = dense_target(pred, target, 3, task, "surface-normal")
-    target = torch.nan_to_num(target, nan=0.0, posinf=0.0, neginf=0.0)
-    valid = target.norm(dim=1) > 0
-    m = pixel_mask(mask, target, task)
-    if m is not None:
-        valid &= m
+    target, valid = _normal_valid(target, mask, task)
     p = F.normalize(pred, dim=1).permute(0, 2, 3, 1)[valid]
     t = F.normalize(target, dim=1).permute(0, 2, 3, 1)[valid]
     return (p * t).sum(-1), valid
@@ -125,8 +140,7 @@ class PixelL1Loss:
         m = pixel_mask(mask, target, self.task)
         if m is None:
             return err.mean()
-        err = err.permute(0, 2, 3, 1)[m]
-        return err.mean() if err.numel() else _zero(pred)
+        return _masked_mean(err, m.unsqueeze(1))
 
 
 class ClassificationLoss:
@@ -154,6 +168,8 @@ def class_target(pred: torch.Tensor, target: torch.Tensor, classes: int, task: s
             f"indices for a prediction of {shape_str(pred)}"
         )
     target = target.long()
+    if not checking_labels():
+        return pred, target
     bad = (target < 0) | (target >= classes)
     if bool(bad.any()):
         raise DataError(

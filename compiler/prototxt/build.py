@@ -12,8 +12,9 @@ The rules, in the order they apply:
   its full shape, so it must be given; their other tops (labels) are not available. A net
   whose declared input is read by no layer while exactly one blob is read before any layer
   produces it takes that blob as its input - the AutoMTL model files declare
-  ``input: "blob1"`` and read ``"data"``. A net that declares no input at all takes its one
-  unproduced blob as the input, with the shape given by the caller.
+  ``input: "blob1"`` and read ``"data"``; the guess is logged as a warning and kept in
+  ``gm.notes`` (``SuperModel.summary()`` shows it). A net that declares no input at all
+  takes its one unproduced blob as the input, with the shape given by the caller.
 * **Blobs.** Layers run in file order; a top with the name of a bottom is an in-place update
   and later layers read the new value. A bottom that no earlier layer produces is an error.
 * **BatchNorm + Scale.** A Caffe ``BatchNorm`` (no learned scale and shift) whose only reader
@@ -23,7 +24,8 @@ The rules, in the order they apply:
   arguments (the AutoMTL dialect: ``track_running_stats``, ``affine``, ``momentum``) follows
   PyTorch: affine unless ``affine: false``.
 * **Outputs.** Every blob that no layer reads is an output of the net, in the order produced;
-  one output is returned as a tensor, several as a tuple.
+  one output is returned as a tensor, several as a tuple. A cut (``output=``, see :mod:`.cut`)
+  names the outputs instead.
 * **Names.** Modules and nodes are named after their layers, with characters other than
   letters, digits and ``_`` replaced by ``_`` (``conv1/7x7_s2`` -> ``conv1_7x7_s2``), made
   unique.
@@ -36,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import keyword
+import logging
 import re
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
@@ -53,11 +56,14 @@ from automtl.errors import (
 
 from ..fx_frontend import STATIC_SHAPE_KEY as SHAPE_KEY
 from .layers import BUILDERS, Blob, fusable_scale, is_pytorch_style_batchnorm, is_supported
+from .cut import suggest_cut
 from .limits import check_blob, check_parameters
 from .parse import LayerSpec, NetSpec, unsupported_layers_error
 from .schema import INPUT_TYPES, INPUT_TYPES_READING_FILES, SINK_TYPES, TRAINING_ONLY_TYPES
 
 _UNSET = object()
+
+logger = logging.getLogger("automtl.prototxt")
 
 _RESERVED = set(dir(torch.fx.GraphModule)) | set(vars(nn.Module())) | {"net_name", "input_shape", "output_shapes", "output_names", "source_label"}
 
@@ -131,22 +137,31 @@ class _Dataflow:
                     )
                 outs.append(new(top, "layer", layer))
             self.writes[layer.index] = outs
+        self.last: Dict[str, int] = current  # blob -> its last value
 
-    def outputs(self) -> List[int]:
+    def outputs(self, names: Sequence[str] = ()) -> List[int]:
+        """The values the net returns: the last values of ``names`` (a cut), else every value
+        that no layer reads, in the order produced."""
+        if names:
+            return [self.last[name] for name in names]
         return [i for i, v in enumerate(self.versions) if v.kind == "layer" and i not in self.consumers]
 
 
 class _Context:
     """What layer builders use to add modules and nodes (see :mod:`.layers`)."""
 
-    def __init__(self, label: str, fused: Dict[int, LayerSpec]):
+    def __init__(self, label: str, fused: Dict[int, LayerSpec], automtl_dialect: bool = False):
         self.label = label
+        #: the file is written in the AutoMTL dialect (Pooling rounds down unless told otherwise)
+        self.automtl_dialect = automtl_dialect
         self.graph = torch.fx.Graph()
         self.root = nn.Module()
         self._fused = fused
         self._module_names: Set[str] = set()
         self._param_owner: Dict[str, Tuple[Tuple[str, ...], str, str, LayerSpec]] = {}
         self.parameters = 0  # of the modules added so far (see limits.py)
+        #: (layer, module target) of every module a layer called, for writing .caffemodel files
+        self.layer_modules: List[Tuple[LayerSpec, str]] = []
 
     def check_parameters(self, layer: LayerSpec, count: int) -> None:
         """Refuse, before allocating it, a layer of ``count`` parameters beyond the limits."""
@@ -182,6 +197,7 @@ class _Context:
                         f"{self.label}: {layer.where()}: shares its parameters with {owner.where()}, but the "
                         f"layers differ: {signature} vs {module!r}"
                     )
+                self.layer_modules.append((layer, target))
                 return target
         count = sum(p.numel() for p in module.parameters())
         self.check_parameters(layer, count)
@@ -190,6 +206,7 @@ class _Context:
             initialise(module)
         target = self._module_name(layer.name)
         self.root.add_module(target, module)
+        self.layer_modules.append((layer, target))
         if names and len(names) == len(layer.param_names):
             for n in names:
                 self._param_owner[n] = (names, target, repr(module), layer)
@@ -288,6 +305,11 @@ def _input_shape_error(net: NetSpec, name: str, inp: Optional[_Input], reader: O
         p = inp.layer.params("transform_param")
         crop = p.crop_size or (inp.layer.params("data_param").crop_size if inp.layer.type == "Data" else 0)
         hint = f" (its transform_param crops to {crop}x{crop}: e.g. shape 1,3,{crop},{crop})" if crop else ""
+        dense = inp.layer.params("dense_image_data_param")
+        for verb, h, w in (("crops", dense.crop_height, dense.crop_width), ("resizes", dense.new_height, dense.new_width)):
+            if inp.layer.type == "DenseImageData" and h and w and not hint:
+                channels = 3 if dense.is_color else 1
+                hint = f" (its dense_image_data_param {verb} to {h}x{w}: e.g. shape 1,{channels},{h},{w})"
         return MissingInputShapeError(
             f"{net.label}: the input '{name}' comes from {inp.layer.where()}, which reads a dataset and does "
             f"not declare the channel count{hint}. This is a training net; give the input shape: {fix}"
@@ -299,9 +321,11 @@ def _input_shape_error(net: NetSpec, name: str, inp: Optional[_Input], reader: O
     )
 
 
-def _choose_input(net: NetSpec, flow: _Dataflow, inputs: Sequence[_Input], layers: Sequence[LayerSpec]) -> Tuple[str, Optional[_Input], List[int]]:
+def _choose_input(
+    net: NetSpec, flow: _Dataflow, inputs: Sequence[_Input], layers: Sequence[LayerSpec], notes: List[str]
+) -> Tuple[str, Optional[_Input], List[int]]:
     """The input blob's name (as the layers read it), its declaration, and the value ids that
-    stand for it."""
+    stand for it. A guess it makes is logged and added to ``notes``."""
     if len(inputs) > 1:
         described = ", ".join(f"'{i.name}'" + (f" {list(i.shape)}" if i.shape else "") for i in inputs)
         raise PrototxtError(
@@ -316,6 +340,13 @@ def _choose_input(net: NetSpec, flow: _Dataflow, inputs: Sequence[_Input], layer
             return inp.name, inp, [vid]
         if vid not in flow.consumers and len(unresolved) == 1:
             alias = unresolved[0]  # the AutoMTL dialect: declared "blob1", layers read "data"
+            note = (
+                f"{net.label}: the declared input '{inp.name}' is read by no layer, and '{alias}' is read "
+                f"(first by {flow.unresolved[alias].where()}) but never produced: '{alias}' is taken as the input "
+                "(the AutoMTL model files' convention). If a layer should produce it, fix that layer's top"
+            )
+            logger.warning("%s", note)
+            notes.append(note)
             return alias, inp, [vid, _unresolved_id(flow, alias)]
         raise _missing_bottoms_error(net, flow, layers)
     if len(unresolved) == 1:
@@ -359,13 +390,14 @@ def build_graph_module(
     layers = [l for l in net.layers if l.type not in TRAINING_ONLY_TYPES]
     unsupported = [l for l in layers if not is_supported(l.type)]
     if unsupported:
-        raise unsupported_layers_error(net.label, unsupported)
+        raise unsupported_layers_error(net.label, unsupported, suggest_cut(net.layers, is_supported))
     inputs, labels = _declared_inputs(net, layers)
     compute = [l for l in layers if l.type not in INPUT_TYPES]
     if not compute:
         raise PrototxtError(f"{net.label}: the net has no layers to compute")
     flow = _Dataflow(compute, inputs, labels, net.label)
-    input_name, declared, input_ids = _choose_input(net, flow, inputs, compute)
+    notes: List[str] = []
+    input_name, declared, input_ids = _choose_input(net, flow, inputs, compute, notes)
     if input_shape is not None:
         shape = _check_shape(net, input_shape, "the input shape")
     elif declared is not None and declared.shape is not None:
@@ -378,7 +410,7 @@ def build_graph_module(
 
     fused = _fusion_plan(flow, compute)
     absorbed = {scale.index for scale in fused.values()}
-    ctx = _Context(net.label, fused)
+    ctx = _Context(net.label, fused, net.automtl_dialect)
     placeholder = _with_shape(ctx.graph.placeholder(sanitize(input_name)), shape)
     env: Dict[int, Blob] = {vid: Blob(placeholder, shape) for vid in input_ids}
     for layer in compute:
@@ -405,7 +437,7 @@ def build_graph_module(
             check_blob(f"{net.label}: {layer.where()}: its output '{flow.versions[vid].blob}'", blob.shape)
             env[vid] = blob
             blob.node.meta.setdefault(SHAPE_KEY, torch.Size(blob.shape))
-    out_ids = flow.outputs()
+    out_ids = flow.outputs(net.outputs)
     if not out_ids:
         raise PrototxtError(f"{net.label}: every blob is read by another layer, so the net has no output")
     results = [env[vid] for vid in out_ids]
@@ -418,4 +450,27 @@ def build_graph_module(
     gm.output_shapes = tuple(tuple(b.shape) for b in results)
     gm.output_names = tuple(flow.versions[vid].blob for vid in out_ids)
     gm.source_label = net.label
+    gm.caffe_params = _caffe_params(ctx, fused)
+    gm.notes = tuple(notes)  # guesses made while building (SuperModel.summary shows them)
     return gm
+
+
+def _caffe_params(ctx: _Context, fused: Dict[int, LayerSpec]) -> Tuple[Tuple[str, str, str, str], ...]:
+    """(layer name, layer type, module target, part) of every layer with parameters: what
+    :func:`.caffemodel.write_caffemodel` writes. ``part`` says how the module holds the layer's
+    blobs: "transpose" (InnerProduct with transpose: true), "has_scale" (a BatchNorm whose
+    Scale is fused into it), "fused" (that Scale), or ""."""
+    params = []
+    for layer, target in ctx.layer_modules:
+        if not any(True for _ in ctx.root.get_submodule(target).parameters()):
+            continue
+        part = ""
+        if layer.type == "InnerProduct" and layer.params("inner_product_param").transpose:
+            part = "transpose"
+        scale = fused.get(layer.index)
+        if scale is not None:
+            part = "has_scale"
+        params.append((layer.name, layer.type, target, part))
+        if scale is not None:
+            params.append((scale.name, scale.type, target, "fused"))
+    return tuple(params)

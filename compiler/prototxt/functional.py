@@ -104,7 +104,51 @@ def interp(x: torch.Tensor, height: int, width: int, shrink: int, zoom: int) -> 
     return F.interpolate(x, size=[out_h, out_w], mode="bilinear", align_corners=True)
 
 
+def shuffle_channel(x: torch.Tensor, group: int) -> torch.Tensor:
+    """ShuffleNet's ``ShuffleChannel``: the channels seen as (group, C / group), transposed."""
+    n, c = x.size(0), x.size(1)
+    return x.reshape(n, group, c // group, -1).transpose(1, 2).reshape(x.shape)
+
+
+def _upsampled_size(x: torch.Tensor, scale_h: int, scale_w: int, pad_h: int, pad_w: int, height: int, width: int) -> List[int]:
+    if height > 0:
+        return [height, width]
+    return [x.size(2) * scale_h - pad_h, x.size(3) * scale_w - pad_w]
+
+
+def max_unpool(
+    x: torch.Tensor, mask: torch.Tensor, scale_h: int, scale_w: int, pad_h: int, pad_w: int, height: int, width: int
+) -> torch.Tensor:
+    """SegNet's ``Upsample`` with the pooling mask: an output of zeros where value ``i`` of each
+    channel goes to position ``mask[i]`` (an index into the output's H x W); where two values
+    name one position the later one stays, as in Caffe's loop."""
+    size = _upsampled_size(x, scale_h, scale_w, pad_h, pad_w, height, width)
+    n, c, count = x.size(0), x.size(1), x.size(2) * x.size(3)
+    index = mask.reshape(n, c, count).long()
+    order = torch.arange(count, device=x.device).expand(n, c, count)
+    # the last value (in input order) sent to each output position, -1 where none is
+    last = torch.full((n, c, size[0] * size[1]), -1, dtype=torch.long, device=x.device)
+    exporting = False
+    if not torch.jit.is_scripting():
+        exporting = torch.onnx.is_in_onnx_export()
+    if exporting:  # the exporter mangles scatter_reduce; ONNX Runtime scatters in order, the last wins
+        last = last.scatter(2, index, order)
+    else:
+        last = last.scatter_reduce(2, index, order, "amax", include_self=True)
+    picked = x.reshape(n, c, count).gather(2, last.clamp(min=0))
+    return torch.where(last >= 0, picked, torch.zeros_like(picked)).reshape(n, c, size[0], size[1])
+
+
+def upsample_nearest(x: torch.Tensor, scale_h: int, scale_w: int, pad_h: int, pad_w: int, height: int, width: int) -> torch.Tensor:
+    """``Upsample`` with one bottom: each value repeated scale_h x scale_w times (to
+    height x width when given: nearest neighbour)."""
+    return F.interpolate(x, size=_upsampled_size(x, scale_h, scale_w, pad_h, pad_w, height, width), mode="nearest")
+
+
 # Re-tracing a built model with torch.fx keeps each of these as one call.
-for _name in ("crop_like", "reshape", "scale_by", "bias_by", "power", "exp", "log", "threshold", "swish", "lrn_within_channel", "interp"):
+for _name in (
+    "crop_like", "reshape", "scale_by", "bias_by", "power", "exp", "log", "threshold", "swish", "lrn_within_channel", "interp",
+    "shuffle_channel", "max_unpool", "upsample_nearest",
+):
     torch.fx.wrap(_name)
 del _name

@@ -26,9 +26,9 @@ from torch import nn
 from automtl.errors import InvalidLayerError, PrototxtError, ShapeMismatchError
 
 from . import functional as caffe_fn
-from .modules import Bias, Scale
+from .modules import Bias, FrozenBatchNorm2d, Normalize, Scale
 from .parse import LayerSpec
-from .schema import INPUT_TYPES, SINK_TYPES, TRAINING_ONLY_TYPES
+from .schema import AUTOMTL_DIALECT_FIELDS, INPUT_TYPES, SINK_TYPES, TRAINING_ONLY_TYPES
 from .weights import fill, load_blob
 
 Shape = Tuple[int, ...]
@@ -192,6 +192,11 @@ def _conv_settings(ctx, layer: LayerSpec, x: Blob):
     pad = _per_axis(ctx, layer, p.pad, _hw(p, "pad"), n, 0, "pad")
     stride = _per_axis(ctx, layer, p.stride, _hw(p, "stride"), n, 1, "stride")
     dilation = _per_axis(ctx, layer, p.dilation, None, n, 1, "dilation")
+    hole = _hole(ctx, layer, p, n)
+    if hole is not None:
+        if p.dilation and list(dilation) != hole:
+            raise _error(ctx, InvalidLayerError, layer, f"dilation {dilation} and hole {hole} disagree; keep one of them")
+        dilation = hole
     if min(kernel) < 1 or min(stride) < 1 or min(dilation) < 1:
         raise _error(ctx, InvalidLayerError, layer, "kernel_size, stride and dilation must be at least 1")
     channels, group, out = x.shape[1], int(p.group), int(p.num_output)
@@ -201,6 +206,19 @@ def _conv_settings(ctx, layer: LayerSpec, x: Blob):
             f"group {group} must divide both the input channels ({channels}) and num_output ({out})",
         )
     return p, n, channels, out, group, kernel, pad, stride, dilation
+
+
+def _hole(ctx, layer: LayerSpec, p, n: int) -> Optional[List[int]]:
+    """DeepLab-v1's ``hole`` (``hole_h``/``hole_w``): the dilation under its earlier name."""
+    if not (p.HasField("hole") or p.HasField("hole_h") or p.HasField("hole_w")):
+        return None
+    if n != 2:
+        raise _error(ctx, InvalidLayerError, layer, f"hole is for 2-D convolutions; this input has {n} spatial axes")
+    base = int(p.hole) if p.HasField("hole") else 1
+    hole = [int(p.hole_h) if p.HasField("hole_h") else base, int(p.hole_w) if p.HasField("hole_w") else base]
+    if min(hole) < 1:
+        raise _error(ctx, InvalidLayerError, layer, f"hole must be at least 1, got {hole}")
+    return hole
 
 
 def _device_for(p, weight_field: str) -> Optional[str]:
@@ -230,7 +248,8 @@ def _fill_and_load(ctx, layer: LayerSpec, module: nn.Module, weight_field: str, 
     blobs = layer.blobs
     if blobs:
         transform = (lambda t: t.reshape(-1, module.weight.shape[0]).t()) if transpose_ip else None
-        load_blob(module.weight, blobs[0], where, "weight", transform)
+        stored = tuple(reversed(module.weight.shape)) if transpose_ip else None
+        load_blob(module.weight, blobs[0], where, "weight", transform, stored)
         if len(blobs) > 1:
             if module.bias is None:
                 raise _error(ctx, ShapeMismatchError, layer, "stores a bias blob but has bias_term: false")
@@ -320,7 +339,7 @@ def _build_inner_product(ctx, layer: LayerSpec, bottoms: List[Blob]) -> List[Blo
 
 
 _BN = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNorm3d}
-_DIALECT_BN_FIELDS = ("track_running_stats", "affine", "momentum")
+_DIALECT_BN_FIELDS = AUTOMTL_DIALECT_FIELDS["batch_norm_param"]
 
 
 def is_pytorch_style_batchnorm(layer: LayerSpec) -> bool:
@@ -522,8 +541,12 @@ def _build_lrn(ctx, layer: LayerSpec, bottoms: List[Blob]) -> List[Blob]:
 
 
 def _pool_round_mode(ctx, layer: LayerSpec, p) -> bool:
-    """True for CEIL rounding (Caffe's default)."""
-    ceil = p.round_mode == p.CEIL
+    """True for CEIL rounding (Caffe's default; FLOOR in a file of the AutoMTL dialect, whose
+    schema defaults to it)."""
+    if p.HasField("round_mode") or not getattr(ctx, "automtl_dialect", False):
+        ceil = p.round_mode == p.CEIL
+    else:
+        ceil = False
     if p.HasField("ceil_mode"):
         if p.HasField("round_mode") and ceil != p.ceil_mode:
             raise _error(ctx, InvalidLayerError, layer, "round_mode and ceil_mode disagree; keep one of them")
@@ -822,6 +845,211 @@ def _build_tile(ctx, layer: LayerSpec, bottoms: List[Blob]) -> List[Blob]:
     return [Blob(ctx.call_function(torch.tile, (x.node, repeats), name=layer.name), shape)]
 
 
+# -- layers of Caffe forks -----------------------------------------------------------------
+
+
+def _build_convolution_depthwise(ctx, layer: LayerSpec, bottoms: List[Blob]) -> List[Blob]:
+    """``ConvolutionDepthwise`` (MobileNet/ShuffleNet ports, e.g. farmingyard/caffe-mobilenet):
+    one k x k filter per channel, C channels in and out; weight blob C x 1 x kh x kw."""
+    _count(ctx, layer, bottoms, 1, 1)
+    x = bottoms[0]
+    if len(x.shape) != 4:
+        raise _error(ctx, InvalidLayerError, layer, f"convolves (N, C, H, W) inputs, got {_fmt(x.shape)}")
+    p = layer.params("convolution_param")
+    channels = x.shape[1]
+    if p.HasField("num_output") and p.num_output != channels:
+        raise _error(
+            ctx, ShapeMismatchError, layer,
+            f"a depthwise convolution keeps the channel count ({channels} in, {channels} out), but num_output is "
+            f"{p.num_output}; set num_output: {channels}, or use a Convolution with group",
+        )
+    kernel_hw = _hw(p, "kernel")
+    if kernel_hw is not None and not (p.HasField("kernel_h") and p.HasField("kernel_w")):
+        raise _error(ctx, InvalidLayerError, layer, "give both kernel_h and kernel_w")
+    kernel = _per_axis(ctx, layer, p.kernel_size, kernel_hw, 2, None, "kernel_size")
+    pad = _per_axis(ctx, layer, p.pad, _hw(p, "pad"), 2, 0, "pad")
+    stride = _per_axis(ctx, layer, p.stride, _hw(p, "stride"), 2, 1, "stride")
+    dilation = _hole(ctx, layer, p, 2) or _per_axis(ctx, layer, p.dilation, None, 2, 1, "dilation")
+    if min(kernel) < 1 or min(stride) < 1 or min(dilation) < 1:
+        raise _error(ctx, InvalidLayerError, layer, "kernel_size, stride and dilation must be at least 1")
+    spatial = []
+    for size, k, pd, st, d in zip(x.shape[2:], kernel, pad, stride, dilation):
+        o = (size + 2 * pd - d * (k - 1) - 1) // st + 1
+        if o < 1:
+            raise _error(ctx, ShapeMismatchError, layer, f"its input {_fmt(x.shape)} is smaller than the (dilated) kernel {kernel}")
+        spatial.append(o)
+    ctx.check_parameters(layer, channels * _numel(kernel) + (channels if p.bias_term else 0))
+    module = nn.Conv2d(channels, channels, kernel, stride, pad, dilation, channels, bool(p.bias_term), device=_device_for(p, "weight_filler"))
+    target = ctx.add_module(layer, module, lambda m: _fill_and_load(ctx, layer, m, "weight_filler", "bias_filler", p))
+    return [Blob(ctx.call_module(target, (x.node,), name=layer.name), (x.shape[0], channels, *spatial))]
+
+
+def _build_shuffle_channel(ctx, layer: LayerSpec, bottoms: List[Blob]) -> List[Blob]:
+    """``ShuffleChannel`` (ShuffleNet, farmingyard/ShuffleNet): channel j * group + i of the
+    output is channel i * (C / group) + j of the input."""
+    _count(ctx, layer, bottoms, 1, 1)
+    x = bottoms[0]
+    group = int(layer.params("shuffle_channel_param").group)
+    if len(x.shape) < 2 or group < 1 or x.shape[1] % group:
+        raise _error(
+            ctx, ShapeMismatchError, layer,
+            f"group {group} must divide the channels of its input {_fmt(x.shape)}",
+        )
+    node = ctx.call_function(caffe_fn.shuffle_channel, (x.node, group), name=layer.name)
+    return [Blob(node, x.shape)]
+
+
+def bn_flavour(layer: LayerSpec) -> str:
+    """Which fork's ``BN`` a layer is: "segnet_inference", "segnet_learn" (caffe-segnet:
+    ``bn_mode``, ``scale_filler``, ``shift_filler``; 2 blobs) or "pspnet" (hszhao/PSPNet,
+    yjxiong/caffe: ``slope_filler``, ``frozen``...; 4 blobs, and a bare BN)."""
+    p = layer.params("bn_param")
+    segnet = any(p.HasField(f) for f in ("bn_mode", "scale_filler", "shift_filler"))
+    pspnet = any(p.HasField(f) for f in ("slope_filler", "bias_filler", "momentum", "eps", "frozen"))
+    if segnet and pspnet:
+        return "mixed"
+    if not segnet and not pspnet and len(layer.blobs) == 2:
+        segnet = True  # SegNet's BN stores scale and shift only
+    if segnet:
+        return "segnet_inference" if p.bn_mode == p.INFERENCE else "segnet_learn"
+    return "pspnet"
+
+
+#: caffe-segnet's BN adds this to the batch variance (a constant there)
+SEGNET_BN_EPS = 1e-9
+
+
+def _build_bn(ctx, layer: LayerSpec, bottoms: List[Blob]) -> List[Blob]:
+    """The forks' ``BN`` layer, with each fork's semantics (see :func:`bn_flavour`)."""
+    _count(ctx, layer, bottoms, 1, 1)
+    x = bottoms[0]
+    if len(x.shape) != 4:
+        raise _error(ctx, InvalidLayerError, layer, f"normalises (N, C, H, W) inputs, got {_fmt(x.shape)}")
+    p = layer.params("bn_param")
+    flavour = bn_flavour(layer)
+    if flavour == "mixed":
+        raise _error(
+            ctx, InvalidLayerError, layer,
+            "bn_param mixes SegNet's fields (bn_mode, scale_filler, shift_filler) and PSPNet's (slope_filler, "
+            "bias_filler, momentum, eps, frozen); keep one fork's",
+        )
+    channels = x.shape[1]
+    where = f"{ctx.label}: {layer.where()}"
+    blobs = layer.blobs
+    if flavour.startswith("segnet"):
+        if blobs and len(blobs) != 2:
+            raise _error(ctx, ShapeMismatchError, layer, f"stores {len(blobs)} blobs; SegNet's BN stores 2 (scale, shift)")
+        if flavour == "segnet_inference":  # statistics folded into scale and shift
+            module: nn.Module = Scale((channels,), 2, bias=True)
+        else:  # normalises with the batch's statistics in every phase
+            module = nn.BatchNorm2d(channels, eps=SEGNET_BN_EPS, affine=True, track_running_stats=False)
+        fillers = (("scale_filler", "scale"), ("shift_filler", "shift"))
+    else:
+        if blobs and len(blobs) != 4:
+            raise _error(
+                ctx, ShapeMismatchError, layer,
+                f"stores {len(blobs)} blobs; PSPNet's BN stores 4 (slope, bias, mean, variance)",
+            )
+        eps = _f(p.eps)
+        if not (math.isfinite(p.eps) and p.eps >= 0):
+            raise _error(ctx, InvalidLayerError, layer, f"eps must be a finite number, 0 or more; got {eps}")
+        if p.frozen:
+            module = FrozenBatchNorm2d(channels, eps)
+        else:
+            module = nn.BatchNorm2d(channels, eps=eps, momentum=round(1.0 - _f(p.momentum), 7), affine=True)
+        fillers = (("slope_filler", "slope"), ("bias_filler", "bias"))
+
+    def initialise(m: nn.Module) -> None:
+        for param, (field, _) in zip((m.weight, m.bias), fillers):
+            if p.HasField(field):
+                fill(param, getattr(p, field), where)
+        for param, blob, (_, what) in zip((m.weight, m.bias), blobs, fillers):
+            load_blob(param, blob, where, what)
+        if len(blobs) == 4:
+            load_blob(m.running_mean, blobs[2], where, "mean")
+            load_blob(m.running_var, blobs[3], where, "variance")
+
+    target = ctx.add_module(layer, module, initialise)
+    return [Blob(ctx.call_module(target, (x.node,), name=layer.name), x.shape)]
+
+
+def _build_upsample(ctx, layer: LayerSpec, bottoms: List[Blob]) -> List[Blob]:
+    """``Upsample``: with the mask of a MAX Pooling as second bottom, SegNet's max-unpooling;
+    with one bottom, nearest-neighbour repetition (the YOLO ports' Upsample)."""
+    if len(bottoms) not in (1, 2):
+        raise _error(ctx, InvalidLayerError, layer, f"takes 1 bottom, or 2 (values and the pooling mask), got {len(bottoms)}")
+    _count(ctx, layer, bottoms, None, 1)
+    x = bottoms[0]
+    if len(x.shape) != 4:
+        raise _error(ctx, InvalidLayerError, layer, f"upsamples (N, C, H, W) inputs, got {_fmt(x.shape)}")
+    p = layer.params("upsample_param")
+    if p.HasField("upsample_h") != p.HasField("upsample_w"):
+        raise _error(ctx, InvalidLayerError, layer, "give both upsample_h and upsample_w, or neither")
+    if p.HasField("scale_h") != p.HasField("scale_w"):
+        raise _error(ctx, InvalidLayerError, layer, "give both scale_h and scale_w, or neither (or scale)")
+    scale_h, scale_w = (int(p.scale_h), int(p.scale_w)) if p.HasField("scale_h") else (int(p.scale), int(p.scale))
+    pad_h, pad_w = int(p.pad_out_h), int(p.pad_out_w)
+    height, width = (int(p.upsample_h), int(p.upsample_w)) if p.HasField("upsample_h") else (0, 0)
+    if height == 0 and (min(scale_h, scale_w) < 1 or (pad_h and scale_h != 2) or (pad_w and scale_w != 2)):
+        raise _error(
+            ctx, InvalidLayerError, layer,
+            f"scale {scale_h}x{scale_w} must be at least 1, and pad_out_h/pad_out_w need a scale of 2 (SegNet's rule); "
+            "or give upsample_h and upsample_w",
+        )
+    out_h = height or x.shape[2] * scale_h - pad_h
+    out_w = width or x.shape[3] * scale_w - pad_w
+    if out_h < 1 or out_w < 1:
+        raise _error(ctx, InvalidLayerError, layer, f"its output size {out_h}x{out_w} is empty")
+    sizes = {"scale_h": scale_h, "scale_w": scale_w, "pad_h": pad_h, "pad_w": pad_w, "height": height, "width": width}
+    if len(bottoms) == 1:
+        node = ctx.call_function(caffe_fn.upsample_nearest, (x.node,), sizes, name=layer.name)
+        return [Blob(node, (*x.shape[:2], out_h, out_w))]
+    mask = bottoms[1]
+    if mask.shape != x.shape:
+        raise _error(
+            ctx, ShapeMismatchError, layer,
+            f"its mask '{layer.bottoms[1]}' {_fmt(mask.shape)} must have the shape of '{layer.bottoms[0]}' {_fmt(x.shape)}",
+        )
+    node = ctx.call_function(caffe_fn.max_unpool, (x.node, mask.node), sizes, name=layer.name)
+    return [Blob(node, (*x.shape[:2], out_h, out_w))]
+
+
+def _build_permute(ctx, layer: LayerSpec, bottoms: List[Blob]) -> List[Blob]:
+    """SSD's ``Permute``: the axes in ``order``, then the axes it does not name, in order."""
+    _count(ctx, layer, bottoms, 1, 1)
+    x = bottoms[0]
+    order = [int(a) for a in layer.params("permute_param").order]
+    rank = len(x.shape)
+    if any(a >= rank for a in order) or len(set(order)) != len(order):
+        raise _error(ctx, InvalidLayerError, layer, f"order {order} must name distinct axes of a {rank}-D input")
+    dims = order + [a for a in range(rank) if a not in order]
+    node = ctx.call_function(torch.permute, (x.node, dims), name=layer.name)
+    return [Blob(node, tuple(x.shape[a] for a in dims))]
+
+
+def _build_normalize(ctx, layer: LayerSpec, bottoms: List[Blob]) -> List[Blob]:
+    """SSD's ``Normalize`` (see :class:`.modules.Normalize`); the scale starts at 1 unless
+    ``scale_filler`` says otherwise."""
+    _count(ctx, layer, bottoms, 1, 1)
+    x = bottoms[0]
+    if len(x.shape) < 2:
+        raise _error(ctx, InvalidLayerError, layer, f"needs an input with a channel axis, got {_fmt(x.shape)}")
+    p = layer.params("norm_param")
+    if not (math.isfinite(p.eps) and p.eps >= 0):
+        raise _error(ctx, InvalidLayerError, layer, f"eps must be a finite number, 0 or more; got {_f(p.eps)}")
+    module = Normalize(x.shape[1], bool(p.across_spatial), bool(p.channel_shared), _f(p.eps))
+    where = f"{ctx.label}: {layer.where()}"
+
+    def initialise(m: nn.Module) -> None:
+        if p.HasField("scale_filler"):
+            fill(m.weight, p.scale_filler, where)
+        if layer.blobs:
+            load_blob(m.weight, layer.blobs[0], where, "scale")
+
+    target = ctx.add_module(layer, module, initialise)
+    return [Blob(ctx.call_module(target, (x.node,), name=layer.name), x.shape)]
+
+
 # -- the registry --------------------------------------------------------------------------
 
 Builder = Callable[[Any, LayerSpec, List[Blob]], List[Blob]]
@@ -830,10 +1058,12 @@ BUILDERS: Dict[str, Builder] = {
     "AbsVal": _unary(torch.abs),
     "BatchNorm": _build_batch_norm,
     "Bias": _build_bias,
+    "BN": _build_bn,
     "BNLL": _unary(F.softplus),
     "Clip": _build_clip,
     "Concat": _build_concat,
     "Convolution": _build_convolution,
+    "ConvolutionDepthwise": _build_convolution_depthwise,
     "Crop": _build_crop,
     "Deconvolution": _build_deconvolution,
     "Dropout": _build_dropout,
@@ -845,6 +1075,8 @@ BUILDERS: Dict[str, Builder] = {
     "Interp": _build_interp,
     "Log": _exp_log(caffe_fn.log, "log_param"),
     "LRN": _build_lrn,
+    "Normalize": _build_normalize,
+    "Permute": _build_permute,
     "Pooling": _build_pooling,
     "Power": _build_power,
     "PReLU": _build_prelu,
@@ -852,6 +1084,7 @@ BUILDERS: Dict[str, Builder] = {
     "ReLU6": _unary(F.relu6),
     "Reshape": _build_reshape,
     "Scale": _build_scale,
+    "ShuffleChannel": _build_shuffle_channel,
     "Sigmoid": _unary(torch.sigmoid),
     "Slice": _build_slice,
     "Softmax": _build_softmax,
@@ -860,6 +1093,7 @@ BUILDERS: Dict[str, Builder] = {
     "TanH": _unary(torch.tanh),
     "Threshold": _unary(caffe_fn.threshold, lambda l: {"value": _f(l.params("threshold_param").threshold)}),
     "Tile": _build_tile,
+    "Upsample": _build_upsample,
 }
 
 

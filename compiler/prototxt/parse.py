@@ -16,7 +16,8 @@ from google.protobuf import text_format
 
 from automtl.errors import PrototxtSyntaxError, UnknownFieldError, UnsupportedLayerError
 
-from .schema import NetParameter, Phase, V1_TYPE_NAMES, default_params, has_field
+from .cut import apply_cut, suggest_cut
+from .schema import NetParameter, Phase, V1_TYPE_NAMES, default_params, has_field, uses_automtl_dialect
 from .source import PrototxtSource
 
 
@@ -64,6 +65,12 @@ class NetSpec:
     layers: List[LayerSpec]
     #: layers left out by include/exclude rules
     excluded: List[LayerSpec]
+    #: the blobs asked for with ``output=`` (empty: every blob no layer reads is an output)
+    outputs: Tuple[str, ...] = ()
+    #: layers dropped because ``output=`` does not need them (see :mod:`.cut`)
+    cut: List[LayerSpec] = dataclasses.field(default_factory=list)
+    #: written in the AutoMTL project's dialect (see :data:`.schema.AUTOMTL_DIALECT_FIELDS`)
+    automtl_dialect: bool = False
 
     @property
     def label(self) -> str:
@@ -85,12 +92,17 @@ _TOKEN = re.compile(
 def layer_block_spans(text: str) -> List[Tuple[str, int, int]]:
     """``(keyword, first line, last line)`` of every top-level ``layer``/``layers`` block, in
     file order. A light tokenizer (strings and comments aware), only used to point error
-    messages at the right lines."""
-    spans: List[Tuple[str, int, int]] = []
+    messages at the right lines (and, for a cut, to blank the layers it drops)."""
+    return [block[:3] for block in _layer_blocks(text)]
+
+
+def _layer_blocks(text: str) -> List[Tuple[str, int, int, int, int]]:
+    """:func:`layer_block_spans` plus each block's character offsets ``[start, end)``."""
+    spans: List[Tuple[str, int, int, int, int]] = []
     depth = 0
     line = 1
-    pending: Optional[Tuple[str, int]] = None  # a top-level layer keyword waiting for its brace
-    current: Optional[Tuple[str, int]] = None
+    pending: Optional[Tuple[str, int, int]] = None  # a top-level layer keyword waiting for its brace
+    current: Optional[Tuple[str, int, int]] = None
     for match in _TOKEN.finditer(text):
         kind = match.lastgroup
         if kind == "newline":
@@ -103,7 +115,7 @@ def layer_block_spans(text: str) -> List[Tuple[str, int, int]]:
             pending = None
             continue
         if kind == "word" and depth == 0:
-            pending = (match.group(), line) if match.group() in ("layer", "layers") else None
+            pending = (match.group(), line, match.start()) if match.group() in ("layer", "layers") else None
             continue
         if kind == "open":
             if depth == 0 and pending is not None:
@@ -114,7 +126,7 @@ def layer_block_spans(text: str) -> List[Tuple[str, int, int]]:
         if kind == "close":
             depth = max(0, depth - 1)
             if depth == 0 and current is not None:
-                spans.append((current[0], current[1], line))
+                spans.append((current[0], current[1], line, current[2], match.end()))
                 current = None
             continue
         if not (kind == "other" and match.group() == ":"):
@@ -207,12 +219,14 @@ def _block_index_at(spans: List[Tuple[str, int, int]], keyword: str, line: int) 
     return None
 
 
-def parse_net(source: PrototxtSource, is_supported: Callable[[str], bool]) -> NetSpec:
+def parse_net(source: PrototxtSource, is_supported: Callable[[str], bool], output: Any = None) -> NetSpec:
     """Parse ``source`` into a :class:`NetSpec` (TEST phase).
 
     ``is_supported(type)`` tells whether a layer type can be built: an unknown field inside a
     layer of an unsupported type (a custom layer's own parameters) is reported as that
     unsupported layer, together with every other unsupported layer of the file.
+    ``output`` (blob names, see :mod:`.cut`) keeps only the layers those blobs need; the
+    fields of the layers it drops are not checked.
     """
     check_nesting(source)
     net = NetParameter()
@@ -220,8 +234,42 @@ def parse_net(source: PrototxtSource, is_supported: Callable[[str], bool]) -> Ne
     try:
         text_format.Parse(source.text, net)
     except text_format.ParseError as exc:
+        if output is not None:
+            spec = _parse_cut(source, output, is_supported)
+            if spec is not None:
+                return spec
         _raise_parse_error(source, exc, spans, is_supported)
-    return _net_spec(source, net, spans)
+    spec = _net_spec(source, net, spans)
+    return apply_cut(spec, output) if output is not None else spec
+
+
+def _parse_cut(source: PrototxtSource, output: Any, is_supported: Callable[[str], bool]) -> Optional[NetSpec]:
+    """A file that the schema does not read strictly, cut at ``output``: read it leniently,
+    cut, then read strictly what the cut keeps (the dropped layers blanked out, line numbers
+    unchanged). None when the file does not even read leniently (a syntax error)."""
+    lenient = NetParameter()
+    try:
+        text_format.Parse(source.text, lenient, allow_unknown_field=True)
+    except text_format.ParseError:
+        return None
+    blocks = _layer_blocks(source.text)
+    spec = apply_cut(_net_spec(source, lenient, [b[:3] for b in blocks]), output)
+    unsupported = [l for l in spec.layers if not is_supported(l.type)]
+    if unsupported:
+        raise unsupported_layers_error(source.label, unsupported, suggest_cut(spec.layers, is_supported))
+    keyword = "layers" if len(lenient.layers) else "layer"
+    kept = {l.index for l in spec.layers}
+    text = source.text
+    for index, (start, end) in enumerate((b[3], b[4]) for b in blocks if b[0] == keyword):
+        if index not in kept:
+            text = text[:start] + re.sub(r"[^\n]", " ", text[start:end]) + text[end:]
+    strict = NetParameter()
+    try:
+        text_format.Parse(text, strict)
+    except text_format.ParseError as exc:
+        blanked = dataclasses.replace(source, text=text)
+        _raise_parse_error(blanked, exc, layer_block_spans(text), is_supported)
+    return spec
 
 
 def _raise_parse_error(
@@ -258,7 +306,9 @@ def _raise_parse_error(
                 # its parameters are unknown to the schema, so the file cannot be read strictly
                 # in any phase: list every layer of an unsupported type
                 everything.sort(key=lambda l: l.index)
-                raise unsupported_layers_error(source.label, [l for l in everything if not is_supported(l.type)])
+                raise unsupported_layers_error(
+                    source.label, [l for l in everything if not is_supported(l.type)], suggest_cut(spec.layers, is_supported)
+                )
     hint = _unknown_field_hint(message_type, field)
     raise UnknownFieldError(
         f'{where}: {message_type} has no field "{field}"{hint}. automtl reads the fields of '
@@ -267,8 +317,9 @@ def _raise_parse_error(
     ) from None
 
 
-def unsupported_layers_error(label: str, layers: List[LayerSpec]) -> UnsupportedLayerError:
-    """One error listing every layer automtl cannot build, grouped by type."""
+def unsupported_layers_error(label: str, layers: List[LayerSpec], cut: Optional[str] = None) -> UnsupportedLayerError:
+    """One error listing every layer automtl cannot build, grouped by type; ``cut`` is a blob
+    to compile up to that avoids them (see :func:`.cut.suggest_cut`), when there is one."""
     from .layers import supported_types
 
     by_type: dict = {}
@@ -280,10 +331,16 @@ def unsupported_layers_error(label: str, layers: List[LayerSpec]) -> Unsupported
             f"'{l.name}'" + (f" (line {l.line})" if l.line else "") + _python_layer_detail(l) for l in members
         )
         groups.append(f"{layer_type} ({len(members)}: {names})")
+    fix = (
+        f"To compile the part of the net before them, cut it at blob '{cut}' (automtl.compile(path, tasks, "
+        f"output=\"{cut}\"), or `automtl compile FILE --until {cut}`); or replace them"
+        if cut
+        else "Replace them"
+    )
     return UnsupportedLayerError(
         f"{label}: {len(layers)} layer(s) of types automtl cannot map to torch ops: "
         + "; ".join(groups)
-        + ". Replace them with supported layers (e.g. BatchNorm + Scale for a custom BN), or write "
+        + f". {fix} with supported layers (e.g. BatchNorm + Scale for a custom BN), or write "
         "the backbone as an nn.Module and compile that. Supported layer types: "
         + ", ".join(supported_types()),
         [(l.name, l.type) for l in layers],
@@ -354,6 +411,13 @@ def _net_spec(source: PrototxtSource, net, spans: List[Tuple[str, int, int]]) ->
     kept: List[LayerSpec] = []
     excluded: List[LayerSpec] = []
     for i, message in enumerate(messages):
+        if v1 and message.HasField("layer"):
+            line = f":{lines[i]}" if i < len(lines) else ""
+            raise PrototxtSyntaxError(
+                f"{source.label}{line}: layer '{message.layer.name or message.name}' is written in the V0 format "
+                "(`layers { layer { ... } }`, before 2014), which automtl does not build; upgrade the file with "
+                "Caffe's tools/upgrade_net_proto_text"
+            )
         if v1:
             layer_type = V1_TYPE_NAMES.get(message.DESCRIPTOR.fields_by_name["type"].enum_type.values_by_number[message.type].name, "")
             param_names = tuple(message.param)
@@ -377,4 +441,5 @@ def _net_spec(source: PrototxtSource, net, spans: List[Tuple[str, int, int]]) ->
         inputs=_net_inputs(source, net),
         layers=kept,
         excluded=excluded,
+        automtl_dialect=any(uses_automtl_dialect(m) for m in messages),
     )

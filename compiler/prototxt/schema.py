@@ -4,7 +4,7 @@ layer types are data sources, sinks or training-only)."""
 
 from __future__ import annotations
 
-from typing import Dict, FrozenSet
+from typing import Dict, FrozenSet, Tuple
 
 from automtl.proto import automtl_pb2 as pb
 
@@ -63,7 +63,7 @@ V1_TYPE_NAMES: Dict[str, str] = {
 #: Layers whose first top is the network's input. ``Input``, ``MemoryData`` and ``DummyData``
 #: declare its shape; the others read files, so the shape must be given.
 INPUT_TYPES_WITH_SHAPE: FrozenSet[str] = frozenset({"Input", "MemoryData", "DummyData"})
-INPUT_TYPES_READING_FILES: FrozenSet[str] = frozenset({"Data", "ImageData", "HDF5Data", "WindowData"})
+INPUT_TYPES_READING_FILES: FrozenSet[str] = frozenset({"Data", "ImageData", "HDF5Data", "WindowData", "DenseImageData"})
 INPUT_TYPES: FrozenSet[str] = INPUT_TYPES_WITH_SHAPE | INPUT_TYPES_READING_FILES
 
 #: Layers that only exist for training a Caffe net: losses and accuracy read labels, which a
@@ -84,6 +84,28 @@ TRAINING_ONLY_TYPES: FrozenSet[str] = frozenset(
 
 #: Layers that consume blobs and produce nothing (their bottoms stop being net outputs).
 SINK_TYPES: FrozenSet[str] = frozenset({"Silence"})
+
+#: The fields that only the AutoMTL project's schema (zhanglijun95/AutoMTL, proto/pytorch.proto)
+#: has: PyTorch's arguments. A file that sets any of them is written in that dialect, where a
+#: BatchNorm follows PyTorch and a Pooling layer without round_mode rounds down (FLOOR is that
+#: schema's default).
+AUTOMTL_DIALECT_FIELDS: Dict[str, Tuple[str, ...]] = {
+    "batch_norm_param": ("track_running_stats", "affine", "momentum"),
+    "relu_param": ("inplace",),
+    "elu_param": ("inplace",),
+    "dropout_param": ("inplace",),
+}
+
+
+def uses_automtl_dialect(message) -> bool:
+    """Whether a layer message sets a field of the AutoMTL dialect."""
+    for field, names in AUTOMTL_DIALECT_FIELDS.items():
+        if has_field(message, field):
+            params = getattr(message, field)
+            if any(params.HasField(n) for n in names):
+                return True
+    return False
+
 
 _DEFAULT_LAYER = LayerParameter()
 

@@ -21,7 +21,8 @@
   ============== =====================================================================
 
 Since the schema keeps Caffe's field numbers, the same mapping applies to the blobs of a
-binary ``.caffemodel`` (a serialised ``NetParameter``).
+binary ``.caffemodel`` (a serialised ``NetParameter``; see :mod:`.caffemodel`). A stored blob
+must have the layer's shape, up to axes of size 1.
 """
 
 from __future__ import annotations
@@ -131,14 +132,32 @@ def blob_tensor(blob, where: str = "a stored blob") -> torch.Tensor:
     return torch.tensor(values, dtype=torch.float32).reshape(shape)
 
 
-def load_blob(target: torch.Tensor, blob, where: str, what: str, transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> None:
-    """Copy a stored blob into ``target`` (same number of values; Caffe's legacy 4-D shapes
-    such as 1x1xOUTxIN for a weight matrix are accepted)."""
+def _without_unit_axes(shape: Sequence[int]) -> Sequence[int]:
+    return [int(d) for d in shape if d != 1]
+
+
+def load_blob(
+    target: torch.Tensor,
+    blob,
+    where: str,
+    what: str,
+    transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+    stored_shape: Optional[Sequence[int]] = None,
+) -> None:
+    """Copy a stored blob into ``target``. The blob has Caffe's layout ``stored_shape``
+    (default: ``target``'s shape) up to axes of size 1 (Caffe's legacy 4-D shapes such as
+    1x1xOUTxIN for a weight matrix, or 1xCx1x1 for a per-channel vector, are accepted)."""
     value = blob_tensor(blob, where)
     if value.numel() != target.numel():  # checked before the transform, which keeps the count
         raise ShapeMismatchError(
             f"{where}: the stored {what} has {value.numel()} values {list(value.shape)}, the layer "
             f"needs {target.numel()} {list(target.shape)}; fix the layer's settings or the blob"
+        )
+    expected = list(target.shape) if stored_shape is None else [int(d) for d in stored_shape]
+    if _without_unit_axes(value.shape) != _without_unit_axes(expected):
+        raise ShapeMismatchError(
+            f"{where}: the stored {what} has the shape {list(value.shape)}, the layer needs {expected} (as many "
+            "values, another layout); fix the layer's settings or the blob"
         )
     if transform is not None:
         value = transform(value)

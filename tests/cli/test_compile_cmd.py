@@ -118,7 +118,7 @@ def test_wrong_and_tampered_files_are_refused(tiny, tmp_path):
 
 def test_user_errors_exit_2_with_one_line_on_stderr(tiny, tmp_path, capsys):
     custom = tmp_path / "custom.prototxt"
-    custom.write_text(TINY + 'layer { name: "up" type: "Upsample" bottom: "c2" top: "up" }\n')
+    custom.write_text(TINY + 'layer { name: "up" type: "PriorBox" bottom: "c2" top: "up" }\n')
     cases = [
         (["compile", "nowhere_net", "--task", "a:1"], "'nowhere_net' is neither a prototxt file nor a shipped backbone"),
         (["compile", tiny, "--task", "seg"], "--task 'seg': write NAME:CHANNELS, e.g. --task seg:19"),
@@ -126,7 +126,7 @@ def test_user_errors_exit_2_with_one_line_on_stderr(tiny, tmp_path, capsys):
         (["compile", tiny, "--task", "seg:0"], "the channel count must be at least 1"),
         (["compile", tiny, "--task", "a:1", "--task", "a:2"], "--task names must be unique; a is given twice"),
         (["compile", tiny, "--task", "1a:1"], "task name '1a' is not usable"),
-        (["compile", str(custom), "--task", "a:1"], "1 layer(s) of types automtl cannot map to torch ops: Upsample (1: 'up' (line 9))"),
+        (["compile", str(custom), "--task", "a:1"], "1 layer(s) of types automtl cannot map to torch ops: PriorBox (1: 'up' (line 9))"),
         (["compile", tiny, "--task", "a:1", "--input-shape", "1,3,x"], "--input-shape '1,3,x': write comma-separated integers"),
     ]
     for argv, message in cases:
@@ -175,3 +175,47 @@ def test_the_console_script(tiny, tmp_path):
     assert "searchable operators: 2 (2 Conv2d)" in done.stdout and out.exists()
     bad = subprocess.run([exe, "compile", tiny, "--task", "seg"], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and bad.stderr.startswith("automtl compile: error: --task 'seg'") and not bad.stdout
+
+
+DETECTION = TINY + (
+    'layer { name: "prior" type: "PriorBox" bottom: "c2" bottom: "data" top: "prior" prior_box_param { min_size: 30 } }\n'
+    'layer { name: "c3" type: "Convolution" bottom: "c2" top: "c3" convolution_param { num_output: 2 kernel_size: 1 } }\n'
+)
+
+
+def test_until_cuts_the_net_and_the_file_rebuilds_the_cut_net(tmp_path, capsys):
+    det = tmp_path / "det.prototxt"
+    det.write_text(DETECTION)
+    assert main(["compile", str(det), "--task", "seg:5"]) == 2  # PriorBox: the error names the cut
+    assert "cut it at blob 'c2' (automtl.compile(path, tasks, output=\"c2\"), or `automtl compile FILE --until c2`)" in capsys.readouterr().err
+    out = tmp_path / "cut.pt"
+    assert main(["compile", str(det), "--task", "seg:5", "--until", "c2", "--out", str(out)]) == 0
+    assert "input 1x3x8x8 -> backbone output 1x6x4x4" in capsys.readouterr().out
+    assert torch.load(out, weights_only=True)["options"] == {"norm": "follow", "input_shape": [1, 3, 8, 8], "output": ["c2"]}
+    sm = automtl.load_supermodel(out)
+    assert sm.searchable_nodes == ["c1", "c2"]
+    assert main(["compile", str(det), "--task", "seg:5", "--until", "c9"]) == 2
+    assert "output 'c9' is not a blob of the net (did you mean" in capsys.readouterr().err
+
+
+def test_weights_start_the_supermodel_from_a_caffemodel(tiny, tmp_path, capsys):
+    from automtl.compiler.prototxt import load_prototxt, write_caffemodel
+
+    trained = load_prototxt(TINY)
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.copy_(torch.randn_like(p))
+    weights = tmp_path / "tiny.caffemodel"
+    write_caffemodel(trained, weights)
+    out = tmp_path / "super.pt"
+    assert main(["compile", tiny, "--task", "seg:5", "--weights", str(weights), "--out", str(out)]) == 0
+    sm = automtl.load_supermodel(out)  # the weights travel in the file: no .caffemodel needed to rebuild
+    assert torch.equal(sm.vcns["c1"].op.weight, trained.c1.weight) and torch.equal(sm.vcns["c2"].op.bias, trained.c2.bias)
+    capsys.readouterr()
+    assert main(["compile", tiny, "--task", "seg:5", "--weights", str(tmp_path / "missing.caffemodel")]) == 2
+    assert "missing.caffemodel: cannot read the weights file" in capsys.readouterr().err
+
+
+def test_until_names_the_one_blob_the_heads_read(tiny, capsys):
+    assert main(["compile", tiny, "--task", "seg:5", "--until", "c1", "--until", "c2"]) == 2
+    assert "--until is given 2 times (c1, c2); the task heads read one blob, so name one" in capsys.readouterr().err

@@ -9,27 +9,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from automtl.compiler.fx_frontend import STATIC_SHAPE_KEY
-from automtl.compiler.prototxt import load_prototxt
 from automtl.compiler.prototxt.modules import Bias, Scale
 from automtl.errors import InvalidLayerError, ShapeMismatchError
 
-
-def net(body, shape=(1, 3, 8, 8)):
-    head = 'name: "t"\ninput: "data"\ninput_shape { ' + " ".join(f"dim: {d}" for d in shape) + " }\n"
-    gm = load_prototxt(head + body)
-    gm.eval()
-    return gm
-
-
-def blob(values, shape):
-    values = torch.as_tensor(values, dtype=torch.float32).flatten().tolist()
-    return "blobs { shape { " + " ".join(f"dim: {d}" for d in shape) + " } " + " ".join(f"data: {v!r}" for v in values) + " }"
-
-
-def layer(name, type_, bottoms, tops, body=""):
-    b = " ".join(f'bottom: "{x}"' for x in bottoms)
-    t = " ".join(f'top: "{x}"' for x in tops)
-    return f'layer {{ name: "{name}" type: "{type_}" {b} {t} {body} }}\n'
+from prototxt_snippets import blob, layer, net
 
 
 def check_static_shapes(gm, x):

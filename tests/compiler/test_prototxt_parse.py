@@ -111,24 +111,24 @@ def test_unsupported_layers_are_all_listed_at_once():
     message = str(err.value)
     assert "3 layer(s) of types automtl cannot map to torch ops: Foo (2: 'a' (line 4), 'd' (line 7)); " in message
     assert "Python (1: 'b' (line 5) [Python code os.system, not run])" in message
-    assert "Supported layer types: AbsVal, BNLL, BatchNorm" in message
+    assert "Supported layer types: AbsVal, BN, BNLL, BatchNorm" in message
     assert not os.path.exists("pwned")  # nothing from the file is ever evaluated
 
 
 def test_custom_layers_with_their_own_fields_are_reported_as_unsupported_layers():
-    # SegNet-style custom layers carry parameter blocks the schema does not know
+    # SSD's detection layers carry parameter blocks the schema does not know
     text = (
         HEAD
-        + 'layer { name: "up" type: "Upsample" bottom: "data" top: "up" upsample_param { scale: 2 } }\n'
-        + 'layer { name: "bn" type: "BN" bottom: "up" top: "bn" bn_param { bn_mode: INFERENCE } }\n'
+        + 'layer { name: "prior" type: "PriorBox" bottom: "data" top: "prior" prior_box_param { min_size: 30 } }\n'
+        + 'layer { name: "det" type: "DetectionOutput" bottom: "prior" top: "det" detection_output_param { num_classes: 2 } }\n'
     )
     with pytest.raises(UnsupportedLayerError) as err:
         load_prototxt(text)
-    assert err.value.layers == [("up", "Upsample"), ("bn", "BN")]
+    assert err.value.layers == [("prior", "PriorBox"), ("det", "DetectionOutput")]
 
 
 def test_a_misspelt_field_in_a_supported_layer_is_still_an_unknown_field():
-    text = HEAD + 'layer { name: "up" type: "Upsample" bottom: "data" top: "up" }\n' + conv("c", "up", "c", "grup: 2")
+    text = HEAD + 'layer { name: "up" type: "PriorBox" bottom: "data" top: "up" }\n' + conv("c", "up", "c", "grup: 2")
     with pytest.raises(UnknownFieldError, match='has no field "grup" \\(did you mean "group"\\?\\)'):
         load_prototxt(text)
 

@@ -14,6 +14,11 @@ PROTO_DIR = os.path.join(ROOT, "proto")
 # Caffe's schema, carried in tests/corpus (BSD-2, see SOURCES there); $AUTOMTL_CAFFE_PROTO names another
 CAFFE_PROTO = caffe_proto()
 REGENERATE = [sys.executable, "-m", "grpc_tools.protoc", f"-I{PROTO_DIR}"]
+#: messages of Caffe forks' layers (not in BVLC's caffe.proto; see proto/automtl.proto)
+FORK_MESSAGES = {
+    "InterpParameter", "BNParameter", "UpsampleParameter", "PermuteParameter", "NormalizeParameter",
+    "ShuffleChannelParameter", "DenseImageDataParameter",
+}
 
 
 def test_checked_in_pb2_is_what_protoc_generates(tmp_path):
@@ -74,7 +79,7 @@ def test_schema_keeps_caffes_fields(tmp_path):
     for name in needed:
         assert name in ours, name
     for name, fields in ours.items():
-        assert name in caffe or name == "InterpParameter", f"{name} is not a Caffe message"
+        assert name in caffe or name.split(".")[0] in FORK_MESSAGES, f"{name} is not a Caffe message"
         if name not in caffe:
             continue
         for field, spec in fields.items():
@@ -85,4 +90,12 @@ def test_schema_keeps_caffes_fields(tmp_path):
     # every field of the messages a net file is made of is there (V0's `layer` aside)
     for name in ("NetParameter", "LayerParameter", "ConvolutionParameter", "PoolingParameter", "BatchNormParameter"):
         assert set(caffe[name]) <= set(ours[name]), f"{name} misses {set(caffe[name]) - set(ours[name])}"
-    assert set(caffe["V1LayerParameter"]) - set(ours["V1LayerParameter"]) == {"layer"}
+    assert set(caffe["V1LayerParameter"]) <= set(ours["V1LayerParameter"])  # V0's `layer` included
+    assert ours["V0LayerParameter"] == caffe["V0LayerParameter"]
+    # the forks' layer parameters hang off LayerParameter under the forks' own names
+    fork_fields = {f: spec[3] for f, spec in ours["LayerParameter"].items() if spec[3] in FORK_MESSAGES}
+    assert fork_fields == {
+        "interp_param": "InterpParameter", "bn_param": "BNParameter", "upsample_param": "UpsampleParameter",
+        "permute_param": "PermuteParameter", "norm_param": "NormalizeParameter",
+        "shuffle_channel_param": "ShuffleChannelParameter", "dense_image_data_param": "DenseImageDataParameter",
+    }

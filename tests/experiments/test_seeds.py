@@ -63,6 +63,10 @@ def test_seed_table_cells_are_paired_means():
     # sizes also in % of each seed's single-task network
     assert summary.percent_of_single_task("Multi-Task", "parameters") == [60.0, 60.0, 60.0]
     assert "60.0 ± 0.0" in text
+    # a size that differs between seeds: its std in millions too, like the mean
+    spread_tables = {s: _table(s, {"a": {"acc": 80.0}, "b": {"err": 1.0}}, {"a": {"acc": 81.0}, "b": {"err": 1.0}}, p)
+                     for s, p in ((0, 600_000), (1, 700_000), (2, 800_000))}
+    assert "0.700 ± 0.100" in seed_table(spread_tables).text()
     data = summary.to_dict()
     assert data["seeds"] == [0, 1, 2] and set(data["per_seed"]) == {"0", "1", "2"}
     row = next(r for r in data["rows"] if r["name"] == "Multi-Task")

@@ -79,13 +79,22 @@ def _python_files():
                     yield os.path.join(folder, name)
 
 
+#: the one place that imports a module by name: a config names user code the way a script
+#: does (``module:`` backbones, ``data.dataset``); what a loaded file names is refused there
+#: (tests/export/test_meta_loading.py::test_a_loaded_file_does_not_run_the_code_it_names)
+SANCTIONED = {os.path.join("automtl", "importing.py"): ["importlib.import_module of a name that is not a constant"]}
+
+
 def test_no_source_file_runs_code_from_data():
     files = list(_python_files())
     assert len(files) > 50  # the scan does see the code base
     found = []
     for path in files:
         with open(path, encoding="utf-8") as f:
-            found += unsafe_calls(f.read(), os.path.relpath(path, ROOT))
+            relative = os.path.relpath(path, ROOT)
+            calls = unsafe_calls(f.read(), relative)
+        allowed = SANCTIONED.get(relative, [])
+        found += [c for c in calls if c.split(": ", 1)[1] not in allowed]
     assert found == []
 
 

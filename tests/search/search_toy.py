@@ -15,6 +15,7 @@ from torch.utils.data import Dataset
 
 import automtl
 from automtl import Task
+from automtl.search import Callback
 
 
 class ToyData(Dataset):
@@ -129,3 +130,18 @@ def tiny_scenes_yaml(**changes: Any) -> str:
     config = copy.deepcopy(TINY_SCENES)
     _merge(config, changes)
     return yaml.safe_dump(config, sort_keys=False)
+
+
+class Interrupt(Exception):
+    """What :class:`StopAfter` raises: a run killed at a checkpoint."""
+
+
+class StopAfter(Callback):
+    """Kill a run right after the checkpoint of ``stage`` at ``step`` (for resume tests)."""
+
+    def __init__(self, stage, step):
+        self.stage, self.step = stage, step
+
+    def on_checkpoint(self, stage, step, path):
+        if (stage, step) == (self.stage, self.step):
+            raise Interrupt

@@ -45,7 +45,7 @@ def test_unknown_key_says_did_you_mean(tmp_path):
     assert str(info.value) == (
         f"{path}: unknown config key 'policy_train.lamda_reg' (did you mean 'lambda_reg'?); policy_train takes: "
         "steps, weight_steps, policy_steps, policy_fraction, weight_optimizer, policy_optimizer, weight_scheduler, "
-        "policy_scheduler, tau_init, tau_decay, tau_decay_every, tau_min, lambda_reg, hard"
+        "policy_scheduler, tau_init, tau_decay, tau_decay_every, tau_min, lambda_reg, reg_weights, hard"
     )
 
 

@@ -12,7 +12,7 @@ from torch import nn
 import automtl
 from automtl.errors import ConfigError
 from automtl.search import TauSchedule, policy_regularizer
-from automtl.search.regularizer import depth_weights, soft_policy
+from automtl.search.regularizer import depth_weights, parameter_weights, soft_policy
 
 from search_toy import toy_supermodel
 
@@ -181,6 +181,28 @@ def test_regularizer_pushes_towards_sharing():
 def test_depth_weights_on_a_chain_and_the_toy():
     assert depth_weights(_chain()) == WEIGHTS
     assert depth_weights(toy_supermodel()) == {"conv1": 1.0, "conv2": 0.0}
+
+
+def test_parameter_weights_follow_the_parameters_and_weigh_the_regulariser():
+    sm = _chain()
+    # c1: 3*1*9+3 = 30, c2: 3*3*9+3 = 84, c3: 2*3*9+2 = 56 parameters; mean 170/3
+    counts = {"c1": 30, "c2": 84, "c3": 56}
+    expected = {n: c / (170 / 3) for n, c in counts.items()}
+    assert parameter_weights(sm) == pytest.approx(expected)
+    sm.set_mode("gumbel", tau=0.7)
+    x = torch.randn(2, 1, 4, 4)
+    torch.manual_seed(11)
+    sm(x)
+    noise = _gumbel_noise(11, sm.searchable_nodes)
+    value, _ = _hand_regularizer(LOGITS, noise, 0.7, expected)
+    assert policy_regularizer(sm, "params").item() == pytest.approx(value, rel=1e-5)
+    # the deepest node, which the paper's depth weights leave alone, is pushed towards sharing
+    policy_regularizer(sm, "params").backward()
+    assert not torch.equal(sm.vcns["c3"].logits.grad, torch.zeros(2, 3))
+    with pytest.raises(ConfigError, match="unknown regulariser weights 'size'; use depth, params"):
+        policy_regularizer(sm, "size")
+    with pytest.raises(ConfigError, match="reg_weights must be depth"):
+        automtl.search.load_config({"policy_train": {"reg_weights": "size"}})
 
 
 def test_depth_weights_all_one_without_depth():

@@ -10,22 +10,11 @@ import textwrap
 import pytest
 import torch
 
-from automtl.search import Callback, search
+from automtl.search import search
 
-from search_toy import TINY, toy_data, toy_supermodel
-
-
-class Interrupt(Exception):
-    pass
+from search_toy import Interrupt, StopAfter, TINY, toy_data, toy_supermodel
 
 
-class StopAfter(Callback):
-    def __init__(self, stage, step):
-        self.stage, self.step = stage, step
-
-    def on_checkpoint(self, stage, step, path):
-        if (stage, step) == (self.stage, self.step):
-            raise Interrupt
 
 
 def _run(out, callbacks=(), resume=False):
