@@ -178,8 +178,12 @@ def test_a_second_sigint_interrupts_at_once(tmp_path):
     class Twice(Callback):
         def on_log(self, record):
             if record["stage"] == "pretrain":
+                # two presses of Ctrl-C, as a person makes them: the first one's handler has
+                # run before the second arrives (two signals pending at once are one signal)
                 os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)
                 os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)
 
     with pytest.raises(KeyboardInterrupt):
         _run(tmp_path / "run", [Twice()])
