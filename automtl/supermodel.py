@@ -276,10 +276,8 @@ class SuperModel(nn.Module):
                 + (f"; unknown: {', '.join(extra[:5])}" if extra else "")
             )
 
-    def _masked_logits(self, logits: torch.Tensor, all_allowed: Optional[bool] = None) -> torch.Tensor:
-        if all_allowed is None:
-            all_allowed = self.all_options_allowed
-        if all_allowed:
+    def _masked_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.all_options_allowed:
             return logits
         return logits.masked_fill(~self.allowed_options, float("-inf"))
 
@@ -287,9 +285,8 @@ class SuperModel(nn.Module):
         """``{node: [tasks, 3]}`` probabilities of the options under the current logits (the
         soft policy p'); with ``grad=True`` they stay on the logits' device and in the autograd
         graph (for a regulariser), else they are detached CPU tensors."""
-        all_allowed = self.all_options_allowed
         with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
-            probs = {n: F.softmax(self._masked_logits(self.vcns[n].logits, all_allowed), dim=-1) for n in self.searchable_nodes}
+            probs = {n: F.softmax(self._masked_logits(self.vcns[n].logits), dim=-1) for n in self.searchable_nodes}
         return probs if grad else {n: p.detach().cpu() for n, p in probs.items()}
 
     def mixing_weights(self) -> Dict[str, Any]:
@@ -300,12 +297,11 @@ class SuperModel(nn.Module):
             row = [share if a else 0.0 for a in allowed]
             return {n: [row] * self.num_tasks for n in self.searchable_nodes}
         if self.mode == "gumbel":
-            all_allowed = self.all_options_allowed
             drawn: Dict[int, torch.Tensor] = {}  # logits several nodes share (AdaShare's blocks): one draw
             for n in self.searchable_nodes:
                 logits = self.vcns[n].logits
                 if id(logits) not in drawn:
-                    drawn[id(logits)] = F.gumbel_softmax(self._masked_logits(logits, all_allowed), tau=self.tau, hard=self.hard_gumbel, dim=-1)
+                    drawn[id(logits)] = F.gumbel_softmax(self._masked_logits(logits), tau=self.tau, hard=self.hard_gumbel, dim=-1)
             return {n: drawn[id(self.vcns[n].logits)] for n in self.searchable_nodes}
         raise ConfigError("mixing weights exist only in warmup and gumbel modes")
 

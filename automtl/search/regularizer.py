@@ -83,13 +83,12 @@ def soft_policy(sm: "SuperModel") -> Dict[str, torch.Tensor]:
     ``hard`` straight-through samples, whose recorded weights are one-hot) it draws fresh
     Gumbel noise at ``sm.tau``: the same P′ in distribution, not the same sample.
     """
-    all_allowed = sm.all_options_allowed
     recorded = _forward_weights(sm)
     probs: Dict[str, torch.Tensor] = {}
     for node in sm.searchable_nodes:
         logits = sm.vcns[node].logits
         if recorded is None:
-            probs[node] = F.gumbel_softmax(sm._masked_logits(logits, all_allowed), tau=sm.tau, hard=False, dim=-1)
+            probs[node] = F.gumbel_softmax(sm._masked_logits(logits), tau=sm.tau, hard=False, dim=-1)
             continue
         used = recorded[node].to(device=logits.device, dtype=torch.float32)
         # log 0 = -inf for a disallowed (or underflowed) option: softmax gives it 0 and no gradient

@@ -110,7 +110,7 @@ class StageLoop:
                     periodic = bool(cfg.checkpoint_every and done % cfg.checkpoint_every == 0)
                     # one process sees a stop request at once; ranks agree on it at the read points
                     asked = stop.received is not None and not self.runtime.distributed
-                    if not (log_now or evaluating or periodic or asked or done == steps):
+                    if not (log_now or evaluating or periodic or asked):  # log_now holds the stage's last step
                         continue
                     read = _read_back(pending)
                     pending = []
