@@ -73,7 +73,8 @@ setup(
             "timm>=0.9",  # timm:<name> backbones (tests/search/test_backbones.py); asks for torch without a pin
             "hypothesis>=6.0",
             "mlxtend>=0.23",
-            "torchjd[quadprog-projector]>=0.18",  # the torchjd weighting tests (two small wheels besides it)
+            # the torchjd weighting tests, CAGrad's and Nash-MTL's included (cvxpy and its solvers: ~15 s of install)
+            "torchjd[quadprog-projector,cagrad,nash-mtl]>=0.18",
             "atheris>=2.3",  # tests/hostile/test_fuzz_runner.py runs fuzz/run.py for a few seconds (a prebuilt wheel)
             *_DOCS,  # tests/test_docs.py builds the manual with --strict
         ],

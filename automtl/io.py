@@ -68,6 +68,11 @@ def atomic_torch_save(obj: Any, path: PathLike) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def load_location(map_location: Any) -> Any:
+    """Where the loaders put saved tensors: ``map_location``, the CPU when it is None."""
+    return "cpu" if map_location is None else map_location
+
+
 def safe_torch_load(path: PathLike, map_location: Any = "cpu") -> Any:
     """``torch.load(weights_only=True)``: tensors and plain containers only, never code.
     Any failure (missing, truncated, tampered file) becomes a :class:`CheckpointError`."""

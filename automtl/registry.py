@@ -25,10 +25,11 @@ from automtl.errors import ConfigError
 T = TypeVar("T")
 
 
-def did_you_mean(name: object, choices: Iterable[str], cutoff: float = 0.6) -> str:
-    """`` (did you mean 'x'?)`` for the choice closest to ``name``, or ``""`` if none is close."""
-    close = difflib.get_close_matches(str(name), list(choices), n=1, cutoff=cutoff)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+def did_you_mean(name: object, choices: Iterable[str], cutoff: float = 0.6, n: int = 1) -> str:
+    """`` (did you mean 'x'?)`` for the choice closest to ``name`` (`` 'x' or 'y'`` for up to
+    ``n`` of them, closest first), or ``""`` if none is close."""
+    close = difflib.get_close_matches(str(name), list(choices), n=n, cutoff=cutoff)
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
 
 
 class Registry(Generic[T]):

@@ -21,7 +21,7 @@ from torch import nn
 
 from automtl.compiler.passes import DEFAULT_NORM, NORM_POLICIES
 from automtl.errors import AutoMTLError, CheckpointError, ConfigError
-from automtl.io import atomic_torch_save, safe_torch_load
+from automtl.io import atomic_torch_save, load_location, safe_torch_load
 from automtl.task import Task
 
 FORMAT = "automtl.supermodel"
@@ -158,7 +158,7 @@ def _check_payload(path: PathLike, payload: Any) -> None:
 def load_supermodel(path: PathLike, map_location: Union[None, str, torch.device] = None):
     """Rebuild the supermodel saved at ``path`` and load its weights and policy logits, on
     the device ``map_location`` (default: the CPU)."""
-    device = torch.device("cpu" if map_location is None else map_location)
+    device = torch.device(load_location(map_location))
     payload = safe_torch_load(path)  # on the CPU, into the model built there, which then moves
     _check_payload(path, payload)
     heads = [HeadSpec(t["name"], t["channels"]) for t in payload["tasks"]]

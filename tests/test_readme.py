@@ -403,3 +403,39 @@ def test_baseline_parameters_and_macs_as_in_the_readme(name, tmp_path):
         for column in exact:
             readme_cell = rows[run_row[0]][header.index(column)]
             assert readme_cell == run_row[run_header.index(column)], f"{name}: {run_row[0]} / {column}"
+
+
+# ---- hand-set policies: their models' size is fixed by the file, not by training ---------------
+
+
+def _policy_blocks():
+    """Sweeps over ``post_train.policy`` files: (block, benchmark, policy paths)."""
+    found = []
+    for block in _blocks():
+        argv = shlex.split(block.command)
+        if argv[:2] != ["automtl", "sweep"] or "--vary" not in argv:
+            continue
+        key, _, values = argv[argv.index("--vary") + 1].partition("=")
+        if key == "post_train.policy":
+            found.append((block, argv[argv.index("--benchmark") + 1], values.split(",")))
+    return found
+
+
+@pytest.mark.parametrize("name", [b.name for b, _, _ in _policy_blocks()])
+def test_hand_set_policies_fit_their_benchmark_and_size_as_printed(name):
+    from automtl.policy import Policy
+    from automtl.search.build import build_experiment, build_supermodel
+    from automtl.search.config import load_config
+    from automtl.search.pipeline import model_macs
+    from automtl.search.presets import preset
+
+    block, benchmark, paths = next(p for p in _policy_blocks() if p[0].name == name)
+    sm, _ = build_supermodel(build_experiment(load_config(preset(benchmark))).spec)
+    header, body = readme.parse_table(block.text)
+    rows = {r[0]: r for r in body}
+    params, macs = header.index("# Params (M) mean ± std"), header.index("MACs (M) mean ± std")
+    for path in paths:
+        model = sm.derive(Policy.load(sm, os.path.join(ROOT, path)))  # the file names this backbone's nodes and tasks
+        row = rows[f"AutoMTL policy={os.path.basename(path)}"]
+        assert row[params] == f"{sum(p.numel() for p in model.parameters()) / 1e6:.3f} ± 0.000", path
+        assert row[macs] == f"{model_macs(model, sm) / 1e6:.3f} ± 0.000", path

@@ -74,7 +74,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     seeds = parse_seeds(args.seeds, first=config.seed) if args.seeds else None
     out = args.out or default_out("sweep", config.data.benchmark)
     result = sweep(config, key, values, seeds=seeds, method=args.method, reference=args.reference,
-                   out=out, progress=not args.quiet)
+                   out=out, progress=not args.quiet, overrides=args.overrides)  # (already applied: named in the title)
     print(result.table.text())
     print(f"\nrun directory: {result.run_dir} (front: front.png)")
     print(f"wall time: {time.perf_counter() - started:.1f} s")

@@ -83,7 +83,10 @@ def parse_values(text: Union[str, Sequence[Any]], key: str) -> List[Any]:
 
 
 def value_label(method: str, key: str, value: Any) -> str:
-    """The row name of one value of the sweep: ``AutoMTL λ_reg=0.001``."""
+    """The row name of one value of the sweep: ``AutoMTL λ_reg=0.001``; a policy file by its
+    name (``AutoMTL policy=seg-own.json``)."""
+    if key == "post_train.policy" and isinstance(value, str):
+        key, value = "policy", os.path.basename(value)
     short = "λ_reg" if key == "policy_train.lambda_reg" else key
     return f"{LABELS.get(method, method)} {short}={value}"
 
@@ -164,7 +167,9 @@ def sweep(
         if where is not None:
             where.write_table(tables[seed])
         results[seed] = runs
-    summary = seed_table(tables, title=f"{cfg.data.benchmark or 'sweep'}: {key} over {values}, "
+    # the --set overrides belong in the title: the rows differ from a plain sweep's by them
+    settings = f" with {', '.join(overrides)}" if overrides else ""
+    summary = seed_table(tables, title=f"{cfg.data.benchmark or 'sweep'}{settings}: {key} over {values}, "
                                         f"seeds {','.join(map(str, seeds))}: mean ± std")
     result = SweepResult(key, values, seeds, method, results, summary, run.path if run is not None else None)
     if run is not None:

@@ -23,7 +23,7 @@ import torch
 
 from automtl.errors import CheckpointError, ConfigError, ExportError, PolicyError
 from automtl.export.derive import MultiTaskModel
-from automtl.io import atomic_torch_save, safe_torch_load
+from automtl.io import atomic_torch_save, load_location, safe_torch_load
 
 FORMAT = "automtl.derived_model"
 VERSION = 1
@@ -98,7 +98,7 @@ def load_derived(path: PathLike, map_location: MapLocation = None, trust_code: b
 
 
 def _load_file(path: str, map_location: MapLocation = None, trust_code: bool = False) -> Tuple[MultiTaskModel, Dict[str, Any]]:
-    payload = safe_torch_load(path, map_location=_where(map_location))
+    payload = safe_torch_load(path, map_location=load_location(map_location))
     if not isinstance(payload, Mapping) or payload.get("format") != FORMAT:
         found = payload.get("format") if isinstance(payload, Mapping) else type(payload).__name__
         raise CheckpointError(
@@ -132,10 +132,6 @@ def _load_file(path: str, map_location: MapLocation = None, trust_code: bool = F
     model = supermodel.derive(policy)
     assign_state(model, payload["state_dict"], f"{path}: the saved weights do not fit")
     return model.eval(), spec
-
-
-def _where(map_location: MapLocation) -> Any:
-    return "cpu" if map_location is None else map_location
 
 
 def assign_state(model: torch.nn.Module, state: Mapping[str, torch.Tensor], mismatch: str) -> None:

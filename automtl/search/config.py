@@ -131,8 +131,9 @@ class PolicyTrainConfig:
     tau_decay_every: Optional[int] = None
     tau_min: float = 1e-3
     lambda_reg: float = 5e-4
-    #: the per-node weights of L_reg: ``depth`` ((L − l)/L, the paper's) or ``params`` (each
-    #: node's share of the parameters: sharing pushed where the memory is, at any depth)
+    #: the per-node weights of L_reg: ``depth`` ((L − l)/L, the paper's), ``params`` (each
+    #: node's share of the parameters: sharing pushed where the memory is, at any depth) or
+    #: ``cost`` (half its share of the parameters, half its share of the MACs)
     reg_weights: str = "depth"
     hard: bool = False
 
@@ -156,8 +157,13 @@ class PolicyTrainConfig:
             _positive(self.tau_decay_every, f"{where}.tau_decay_every")
         _positive(self.tau_min, f"{where}.tau_min")
         _non_negative(self.lambda_reg, f"{where}.lambda_reg")
-        if self.reg_weights not in ("depth", "params"):
-            raise ConfigError(f"{where}.reg_weights must be depth (the paper's (L - l)/L) or params, got {self.reg_weights!r}")
+        from automtl.search.regularizer import REG_WEIGHTS
+
+        if self.reg_weights not in REG_WEIGHTS:
+            raise ConfigError(
+                f"{where}.reg_weights must be depth (the paper's (L - l)/L), "
+                f"{' or '.join(sorted(set(REG_WEIGHTS) - {'depth'}))}, got {self.reg_weights!r}"
+            )
 
 
 @dataclasses.dataclass

@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 
 from automtl.errors import AutoMTLError, CheckpointError, ConfigError
 from automtl.export.derive import MultiTaskModel, derive
-from automtl.io import atomic_torch_save, safe_torch_load
+from automtl.io import atomic_torch_save, load_location, safe_torch_load
 from automtl.methods.base import SharingMethod, make_method
 from automtl.methods.blocks import restore_block_skips
 from automtl.methods.masking import mask_channels
@@ -342,7 +342,7 @@ def load_run(
     model = derive(supermodel, policy)
     if meta.get("channel_masks"):
         model = mask_channels(model, meta["channel_masks"])
-    state = safe_torch_load(run.file("model", "weights.pt"), map_location="cpu" if map_location is None else map_location)
+    state = safe_torch_load(run.file("model", "weights.pt"), map_location=load_location(map_location))
     assign_state(model, state, f"{run.file('model', 'weights.pt')} does not fit")
     return model.eval(), meta
 

@@ -41,19 +41,48 @@ def depth_weights(sm: "SuperModel") -> Dict[str, float]:
     return {node: (deepest - depth) / deepest for node, depth in depths.items()}
 
 
-def parameter_weights(sm: "SuperModel") -> Dict[str, float]:
-    """``{node: n_l / mean(n)}``, n_l the parameters of a node's shared operator: an option
-    (``policy_train.reg_weights: params``, not the paper's) that pushes sharing where the
-    parameters are, whatever the depth; the weights average 1, as the terms' count stays."""
-    counts = {node: sum(p.numel() for p in sm.vcns[node].op.parameters()) for node in sm.searchable_nodes}
+def _relative(counts: Dict[str, int]) -> Dict[str, float]:
+    """``{node: count / mean(count)}`` (all 1 when every count is 0): weights that average 1, so
+    that L_reg keeps the scale the depth weights give it and λ_reg means about the same."""
     mean = sum(counts.values()) / len(counts)
     if mean == 0:
         return {node: 1.0 for node in counts}
     return {node: count / mean for node, count in counts.items()}
 
 
+def _node_parameters(sm: "SuperModel") -> Dict[str, int]:
+    return {node: sum(p.numel() for p in sm.vcns[node].op.parameters()) for node in sm.searchable_nodes}
+
+
+def _node_macs(sm: "SuperModel") -> Dict[str, int]:
+    """The MACs of each searchable node's operator at the shapes ``sm`` was compiled with."""
+    from automtl.export.cost import operator_macs
+
+    macs = {}
+    for node in sm.searchable_nodes:
+        ir = sm.graph[node]
+        macs[node] = operator_macs(sm.vcns[node].op, ir.in_shapes[0] if ir.in_shapes else None, ir.out_shape)
+    return macs
+
+
+def parameter_weights(sm: "SuperModel") -> Dict[str, float]:
+    """``{node: n_l / mean(n)}``, n_l the parameters of a node's shared operator: an option
+    (``policy_train.reg_weights: params``, not the paper's) that pushes sharing where the
+    parameters are, whatever the depth; the weights average 1, as the terms' count stays."""
+    return _relative(_node_parameters(sm))
+
+
+def cost_weights(sm: "SuperModel") -> Dict[str, float]:
+    """``{node: (n_l / mean(n) + m_l / mean(m)) / 2}``, n_l and m_l a node's parameters and MACs:
+    an option (``policy_train.reg_weights: cost``, not the paper's) that pushes sharing where
+    sharing saves memory or compute - the early convolutions hold the MACs of a small CNN, its
+    last layers the parameters. The weights average 1."""
+    params, macs = _relative(_node_parameters(sm)), _relative(_node_macs(sm))
+    return {node: (params[node] + macs[node]) / 2 for node in sm.searchable_nodes}
+
+
 #: ``policy_train.reg_weights`` -> the per-node weights of L_reg
-REG_WEIGHTS = {"depth": depth_weights, "params": parameter_weights}
+REG_WEIGHTS = {"depth": depth_weights, "params": parameter_weights, "cost": cost_weights}
 
 
 def _forward_weights(sm: "SuperModel"):  # type: ignore[no-untyped-def]
@@ -100,7 +129,7 @@ def soft_policy(sm: "SuperModel") -> Dict[str, torch.Tensor]:
 def policy_regularizer(sm: "SuperModel", weights: str = "depth") -> torch.Tensor:
     """L_reg (Eq. 2) of ``sm``'s soft policy P′ (:func:`soft_policy`), differentiable with
     respect to the policy logits. ``weights``: ``"depth"`` ((L − l)/L, the paper's) or
-    ``"params"`` (:func:`parameter_weights`)."""
+    ``"params"`` (:func:`parameter_weights`) or ``"cost"`` (:func:`cost_weights`)."""
     if weights not in REG_WEIGHTS:
         raise ConfigError(f"unknown regulariser weights {weights!r}; use {', '.join(REG_WEIGHTS)}")
     weights_of = REG_WEIGHTS[weights](sm)

@@ -14,10 +14,10 @@ not depend on any unsupported layer: the cut that avoids them.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 from automtl.errors import PrototxtError
+from automtl.registry import did_you_mean
 
 from .schema import INPUT_TYPES, TRAINING_ONLY_TYPES
 
@@ -94,8 +94,7 @@ def _unknown_blob(net, name: str, known: List[str]) -> str:
             f"output '{name}' is produced only by {other_phase[0].where()}, which the TEST phase leaves out "
             "(include/exclude rules); name a blob of the TEST phase"
         )
-    close = difflib.get_close_matches(name, sorted(set(known)), n=4, cutoff=0.5)
-    hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+    hint = did_you_mean(name, sorted(set(known)), cutoff=0.5, n=4)
     layer = next((l for l in net.layers if l.name == name and l.tops), None)
     if layer is not None:
         hint = f": '{name}' is a layer, whose top(s) are {', '.join(repr(t) for t in layer.tops)}"

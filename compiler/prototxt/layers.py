@@ -500,19 +500,32 @@ def _build_bias(ctx, layer: LayerSpec, bottoms: List[Blob]) -> List[Blob]:
 
 
 def _build_prelu(ctx, layer: LayerSpec, bottoms: List[Blob]) -> List[Blob]:
+    x = _channel_input(ctx, layer, bottoms)
+    p = layer.params("prelu_param")
+    module = nn.PReLU(1 if p.channel_shared else x.shape[1], init=0.25)
+    return _shape_keeping_module(ctx, layer, x, module, p.filler if p.HasField("filler") else None, "slopes")
+
+
+def _channel_input(ctx, layer: LayerSpec, bottoms: List[Blob]) -> Blob:
+    """The one bottom of a layer whose weights run along the channel axis (axis 1)."""
     _count(ctx, layer, bottoms, 1, 1)
     x = bottoms[0]
     if len(x.shape) < 2:
         raise _error(ctx, InvalidLayerError, layer, f"needs an input with a channel axis, got {_fmt(x.shape)}")
-    p = layer.params("prelu_param")
-    module = nn.PReLU(1 if p.channel_shared else x.shape[1], init=0.25)
+    return x
+
+
+def _shape_keeping_module(ctx, layer: LayerSpec, x: Blob, module: nn.Module, filler: Any, blob: str) -> List[Blob]:
+    """Add ``module`` (one ``weight``, output shaped like its input) called on ``x``; its weight
+    comes from ``filler`` when one is given and from the layer's first blob when it has one
+    (``blob`` names it in errors)."""
     where = f"{ctx.label}: {layer.where()}"
 
     def initialise(m: nn.Module) -> None:
-        if p.HasField("filler"):
-            fill(m.weight, p.filler, where)
+        if filler is not None:
+            fill(m.weight, filler, where)
         if layer.blobs:
-            load_blob(m.weight, layer.blobs[0], where, "slopes")
+            load_blob(m.weight, layer.blobs[0], where, blob)
 
     target = ctx.add_module(layer, module, initialise)
     return [Blob(ctx.call_module(target, (x.node,), name=layer.name), x.shape)]
@@ -1030,24 +1043,12 @@ def _build_permute(ctx, layer: LayerSpec, bottoms: List[Blob]) -> List[Blob]:
 def _build_normalize(ctx, layer: LayerSpec, bottoms: List[Blob]) -> List[Blob]:
     """SSD's ``Normalize`` (see :class:`.modules.Normalize`); the scale starts at 1 unless
     ``scale_filler`` says otherwise."""
-    _count(ctx, layer, bottoms, 1, 1)
-    x = bottoms[0]
-    if len(x.shape) < 2:
-        raise _error(ctx, InvalidLayerError, layer, f"needs an input with a channel axis, got {_fmt(x.shape)}")
+    x = _channel_input(ctx, layer, bottoms)
     p = layer.params("norm_param")
     if not (math.isfinite(p.eps) and p.eps >= 0):
         raise _error(ctx, InvalidLayerError, layer, f"eps must be a finite number, 0 or more; got {_f(p.eps)}")
     module = Normalize(x.shape[1], bool(p.across_spatial), bool(p.channel_shared), _f(p.eps))
-    where = f"{ctx.label}: {layer.where()}"
-
-    def initialise(m: nn.Module) -> None:
-        if p.HasField("scale_filler"):
-            fill(m.weight, p.scale_filler, where)
-        if layer.blobs:
-            load_blob(m.weight, layer.blobs[0], where, "scale")
-
-    target = ctx.add_module(layer, module, initialise)
-    return [Blob(ctx.call_module(target, (x.node,), name=layer.name), x.shape)]
+    return _shape_keeping_module(ctx, layer, x, module, p.scale_filler if p.HasField("scale_filler") else None, "scale")
 
 
 # -- the registry --------------------------------------------------------------------------

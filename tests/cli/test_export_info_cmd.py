@@ -16,20 +16,9 @@ from automtl.errors import CheckpointError, ExportError
 from automtl.export.onnx import run_onnx
 from automtl.export.saved import load_derived, load_model, save_model
 from automtl.search.build import build_supermodel
+from search_toy import SEG_DEPTH, model_spec
 
-SPEC = {
-    "format": "automtl.model",
-    "version": 1,
-    "backbone": {"builtin": "dilated_resnet_tiny", "kwargs": {"widths": [8, 8, 16], "dilations": [1, 2, 1]}},
-    "input_shape": [3, 12, 12],
-    "tasks": [
-        {"kind": "segmentation", "name": "seg", "classes": 3, "aspp_rates": [1, 2], "head_hidden": 8},
-        {"kind": "depth", "name": "depth", "aspp_rates": [1], "head_hidden": 8},
-    ],
-    "task_options": {},
-    "compile": {"norm": "per_task", "searchable": ["conv", "linear"]},
-    "seed": 0,
-}
+SPEC = model_spec({"builtin": "dilated_resnet_tiny", "kwargs": {"widths": [8, 8, 16], "dilations": [1, 2, 1]}}, [3, 12, 12], SEG_DEPTH)
 
 
 @pytest.fixture(scope="module")

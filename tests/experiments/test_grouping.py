@@ -32,18 +32,14 @@ from automtl.experiments.grouping import (
 from automtl.experiments.selection import brute_force_selection, score
 from automtl.search.build import build_experiment, build_supermodel
 from automtl.search.config import load_config
+from search_toy import model_spec
 
-SPEC = {
-    "format": "automtl.model",
-    "version": 1,
-    "backbone": {"builtin": "dilated_resnet_tiny", "kwargs": {"widths": [4], "dilations": [1]}},
-    "input_shape": [3, 8, 8],
-    "tasks": [{"name": "a", "kind": "classification", "classes": 2, "in_channels": 4},
-              {"name": "b", "kind": "classification", "classes": 3, "in_channels": 4}],
-    "task_options": {},
-    "compile": {"norm": "follow", "searchable": ["conv", "linear"]},
-    "seed": 0,
-}
+SPEC = model_spec(
+    {"builtin": "dilated_resnet_tiny", "kwargs": {"widths": [4], "dilations": [1]}}, [3, 8, 8],
+    [{"name": "a", "kind": "classification", "classes": 2, "in_channels": 4},
+     {"name": "b", "kind": "classification", "classes": 3, "in_channels": 4}],
+    norm="follow",
+)
 
 TINY = {
     "seed": 0,

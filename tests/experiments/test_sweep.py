@@ -22,6 +22,8 @@ def test_parse_values():
     with pytest.raises(ConfigError, match="no values"):
         parse_values(",", "k")
     assert value_label("automtl", "policy_train.lambda_reg", 0.01) == "AutoMTL λ_reg=0.01"
+    assert value_label("automtl", "post_train.policy", "docs/policies/seg-own.json") == "AutoMTL policy=seg-own.json"
+    assert value_label("adashare", "post_train.steps", 10) == "AdaShare post_train.steps=10"
 
 
 def test_shared_fraction_grows_with_lambda_reg():
@@ -48,9 +50,11 @@ def test_sweep_command_writes_table_front_and_per_seed_runs(tmp_path, capsys):
     config.write_text(tiny_scenes_yaml(post_train={"steps": 2}))
     out = tmp_path / "sweep"
     assert main(["sweep", "--config", str(config), "--lambda-reg", "0,100", "--seeds", "0,1",
-                 "--reference", "single,multi", "--out", str(out), "--quiet", "--threads", "1"]) == 0
+                 "--reference", "single,multi", "--out", str(out), "--quiet", "--threads", "1",
+                 "--set", "policy_train.reg_weights=cost"]) == 0
     printed = capsys.readouterr().out
-    assert "seeds 0,1: mean ± std" in printed
+    # the title names the --set overrides, which every row of the sweep ran with
+    assert "with policy_train.reg_weights=cost: policy_train.lambda_reg over [0, 100], seeds 0,1: mean ± std" in printed
     for name in ("Single-Task", "Multi-Task", "AutoMTL λ_reg=0", "AutoMTL λ_reg=100"):
         assert name in printed
     assert (out / "front.png").stat().st_size > 1000

@@ -19,24 +19,13 @@ from automtl.export.saved import load_derived, load_model, save_model
 from automtl.methods.masking import mask_channels, maskable_layers
 from automtl.policy import Policy
 from automtl.search.run import RunDir
+from search_toy import SEG_DEPTH, model_spec
 
 KWARGS = {"widths": [8, 8, 16], "dilations": [1, 2, 1]}
 
 
 def _spec(weights):
-    return {
-        "format": "automtl.model",
-        "version": 1,
-        "backbone": {"builtin": "dilated_resnet_tiny", "kwargs": KWARGS, "weights": weights},
-        "input_shape": [3, 12, 12],
-        "tasks": [
-            {"kind": "segmentation", "name": "seg", "classes": 3, "aspp_rates": [1, 2], "head_hidden": 8},
-            {"kind": "depth", "name": "depth", "aspp_rates": [1], "head_hidden": 8},
-        ],
-        "task_options": {},
-        "compile": {"norm": "per_task", "searchable": ["conv", "linear"]},
-        "seed": 0,
-    }
+    return model_spec({"builtin": "dilated_resnet_tiny", "kwargs": KWARGS, "weights": weights}, [3, 12, 12], SEG_DEPTH)
 
 
 @pytest.fixture()

@@ -20,7 +20,7 @@ from automtl.search.build import build_supermodel
 from automtl.search.checkpoint import load_checkpoint, save_checkpoint
 from automtl.serialize import HeadSpec, compile_with_heads, save_supermodel
 
-from search_toy import TINY, toy_data, toy_supermodel
+from search_toy import TINY, model_spec, toy_data, toy_supermodel
 
 PROTOTXT = """
 name: "tiny"
@@ -30,16 +30,8 @@ layer { name: "c1" type: "Convolution" bottom: "data" top: "c1" convolution_para
 layer { name: "r1" type: "ReLU" bottom: "c1" top: "c1" }
 """
 
-SPEC = {
-    "format": "automtl.model",
-    "version": 1,
-    "backbone": {"builtin": "dilated_resnet_tiny", "kwargs": {"widths": [4, 4], "dilations": [1, 2]}},
-    "input_shape": [3, 8, 8],
-    "tasks": [{"kind": "depth", "name": "depth", "aspp_rates": [1], "head_hidden": 4}],
-    "task_options": {},
-    "compile": {"norm": "per_task", "searchable": ["conv", "linear"]},
-    "seed": 0,
-}
+SPEC = model_spec({"builtin": "dilated_resnet_tiny", "kwargs": {"widths": [4, 4], "dilations": [1, 2]}}, [3, 8, 8],
+                  [{"kind": "depth", "name": "depth", "aspp_rates": [1], "head_hidden": 4}])
 
 
 class CreatesMarker:

@@ -24,7 +24,7 @@ from automtl.search import Callback
 from automtl.search.trainer import StageLoop
 
 from methods_toy import TINY, ResToy, res_supermodel, toy_tasks
-from search_toy import toy_data
+from search_toy import model_spec, toy_data
 
 ALPHA = torch.tensor([[0.9, 0.2], [0.5, 0.5], [0.1, 0.7]])  # 3 units (bottom-up) x 2 tasks
 
@@ -374,19 +374,11 @@ def test_the_candidate_search_resumes_where_it_stopped(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-SPEC = {
-    "format": "automtl.model",
-    "version": 1,
-    "backbone": {"builtin": "dilated_resnet_tiny", "kwargs": {"widths": [4, 8], "dilations": [1, 2]}},
-    "input_shape": [3, 8, 8],
-    "tasks": [
-        {"kind": "segmentation", "name": "seg", "classes": 3, "aspp_rates": [1], "head_hidden": 4},
-        {"kind": "depth", "name": "depth", "aspp_rates": [1], "head_hidden": 4},
-    ],
-    "task_options": {},
-    "compile": {"norm": "per_task", "searchable": ["conv", "linear"]},
-    "seed": 0,
-}
+SPEC = model_spec(
+    {"builtin": "dilated_resnet_tiny", "kwargs": {"widths": [4, 8], "dilations": [1, 2]}}, [3, 8, 8],
+    [{"kind": "segmentation", "name": "seg", "classes": 3, "aspp_rates": [1], "head_hidden": 4},
+     {"kind": "depth", "name": "depth", "aspp_rates": [1], "head_hidden": 4}],
+)
 
 
 def test_a_saved_adashare_model_loads_with_its_block_skips(tmp_path):

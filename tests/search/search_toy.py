@@ -82,6 +82,21 @@ def toy_data():
     return ToyData(64, 1), ToyData(32, 2), ToyData(32, 3)
 
 
+def model_spec(backbone: Mapping[str, Any], input_shape, tasks, *, norm: str = "per_task", seed: int = 0) -> Dict[str, Any]:
+    """A model spec (the ``model.json`` a search writes) of ``backbone`` for ``tasks`` - task
+    mappings or ``name:kind[:classes]`` strings - on inputs of ``input_shape`` (no batch)."""
+    return {"format": "automtl.model", "version": 1, "backbone": dict(backbone), "input_shape": list(input_shape),
+            "tasks": list(tasks), "task_options": {}, "compile": {"norm": norm, "searchable": ["conv", "linear"]},
+            "seed": seed}
+
+
+#: a segmentation and a depth task with small ASPP heads, for tiny dense model specs
+SEG_DEPTH = (
+    {"kind": "segmentation", "name": "seg", "classes": 3, "aspp_rates": [1, 2], "head_hidden": 8},
+    {"kind": "depth", "name": "depth", "aspp_rates": [1], "head_hidden": 8},
+)
+
+
 #: a config small enough for unit tests (a few steps of every stage)
 TINY = {
     "device": "cpu",

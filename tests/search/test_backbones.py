@@ -60,12 +60,11 @@ import torchvision  # noqa: E402
 
 from automtl.backbones import cut_at_node  # noqa: E402
 from automtl.search.build import build_supermodel  # noqa: E402
+from search_toy import model_spec
 
 
 def _spec(backbone, size=16, tasks=("a:classification:3", "b:classification:2")):
-    return {"format": "automtl.model", "version": 1, "backbone": backbone, "input_shape": [3, size, size],
-            "tasks": list(tasks), "task_options": {}, "compile": {"norm": "follow", "searchable": ["conv", "linear"]},
-            "seed": 5}
+    return model_spec(backbone, [3, size, size], tasks, norm="follow", seed=5)
 
 
 def _copies_hold(sm, state, key_of=lambda path: path):

@@ -14,7 +14,7 @@ from automtl.search import load_config
 from automtl.search.build import build_supermodel
 from automtl.search.config import merge
 
-from search_toy import TINY, ToyData, toy_data, toy_supermodel
+from search_toy import TINY, ToyData, model_spec, toy_data, toy_supermodel
 
 
 @pytest.fixture(scope="module")
@@ -74,16 +74,11 @@ def test_load_run_with_the_supermodel(finished):
 
 
 def test_load_run_rebuilds_from_the_spec(tmp_path):
-    spec = {
-        "format": "automtl.model",
-        "version": 1,
-        "backbone": {"builtin": "small_convnet", "kwargs": {"in_channels": 1, "widths": [4, 4], "strides": [1, 2], "features": 8, "grid": 2}},
-        "input_shape": [1, 8, 8],
-        "tasks": [{"name": "a", "kind": "classification", "classes": 2}, {"name": "b", "kind": "classification", "classes": 2}],
-        "task_options": {},
-        "compile": {"norm": "per_task", "searchable": ["conv", "linear"]},
-        "seed": 4,
-    }
+    spec = model_spec(
+        {"builtin": "small_convnet", "kwargs": {"in_channels": 1, "widths": [4, 4], "strides": [1, 2], "features": 8, "grid": 2}},
+        [1, 8, 8], [{"name": "a", "kind": "classification", "classes": 2}, {"name": "b", "kind": "classification", "classes": 2}],
+        seed=4,
+    )
     sm, resolved = build_supermodel(spec)
     assert resolved["tasks"][0]["in_channels"] == 8
     again, _ = build_supermodel(resolved)

@@ -12,7 +12,7 @@ from torch import nn
 import automtl
 from automtl.errors import ConfigError
 from automtl.search import TauSchedule, policy_regularizer
-from automtl.search.regularizer import depth_weights, parameter_weights, soft_policy
+from automtl.search.regularizer import cost_weights, depth_weights, parameter_weights, soft_policy
 
 from search_toy import toy_supermodel
 
@@ -199,10 +199,38 @@ def test_parameter_weights_follow_the_parameters_and_weigh_the_regulariser():
     # the deepest node, which the paper's depth weights leave alone, is pushed towards sharing
     policy_regularizer(sm, "params").backward()
     assert not torch.equal(sm.vcns["c3"].logits.grad, torch.zeros(2, 3))
-    with pytest.raises(ConfigError, match="unknown regulariser weights 'size'; use depth, params"):
+    with pytest.raises(ConfigError, match="unknown regulariser weights 'size'; use depth, params, cost"):
         policy_regularizer(sm, "size")
-    with pytest.raises(ConfigError, match="reg_weights must be depth"):
+    with pytest.raises(ConfigError, match=r"reg_weights must be depth \(the paper's \(L - l\)/L\), cost or params, got 'size'"):
         automtl.search.load_config({"policy_train": {"reg_weights": "size"}})
+
+
+def test_cost_weights_average_the_shares_of_parameters_and_macs():
+    sm = _chain()
+    # batch 2 of 1x4x4: MACs = output elements x input channels x 9 - c1 96*1*9, c2 96*3*9, c3 64*3*9
+    macs = {"c1": 864, "c2": 2592, "c3": 1728}
+    params = {"c1": 30, "c2": 84, "c3": 56}
+    expected = {n: (params[n] / (170 / 3) + macs[n] / (5184 / 3)) / 2 for n in macs}
+    assert cost_weights(sm) == pytest.approx(expected)
+    assert sum(cost_weights(sm).values()) == pytest.approx(3.0)
+    sm.set_mode("gumbel", tau=0.7)
+    x = torch.randn(2, 1, 4, 4)
+    torch.manual_seed(5)
+    sm(x)
+    value, _ = _hand_regularizer(LOGITS, _gumbel_noise(5, sm.searchable_nodes), 0.7, expected)
+    assert policy_regularizer(sm, "cost").item() == pytest.approx(value, rel=1e-5)
+    config = automtl.search.load_config({"policy_train": {"reg_weights": "cost"}})
+    assert config.policy_train.reg_weights == "cost"
+
+
+def test_cost_weights_macs_agree_with_the_cost_count_of_the_all_shared_model():
+    from automtl.export.cost import model_cost
+    from automtl.search.regularizer import _node_macs
+
+    sm = _chain()
+    model = sm.derive(automtl.Policy.all_shared(sm))
+    # the derived model's total counts each convolution once, for one input: half the batch of 2
+    assert sum(_node_macs(sm).values()) == 2 * model_cost(model, [1, 4, 4]).macs_by_kind["conv"]
 
 
 def test_depth_weights_all_one_without_depth():
