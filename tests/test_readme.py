@@ -436,6 +436,6 @@ def test_hand_set_policies_fit_their_benchmark_and_size_as_printed(name):
     params, macs = header.index("# Params (M) mean ± std"), header.index("MACs (M) mean ± std")
     for path in paths:
         model = sm.derive(Policy.load(sm, os.path.join(ROOT, path)))  # the file names this backbone's nodes and tasks
-        row = rows[f"AutoMTL policy={os.path.basename(path)}"]
+        row = rows[f"Policy {os.path.basename(path)}"]
         assert row[params] == f"{sum(p.numel() for p in model.parameters()) / 1e6:.3f} ± 0.000", path
         assert row[macs] == f"{model_macs(model, sm) / 1e6:.3f} ± 0.000", path

@@ -83,10 +83,10 @@ def parse_values(text: Union[str, Sequence[Any]], key: str) -> List[Any]:
 
 
 def value_label(method: str, key: str, value: Any) -> str:
-    """The row name of one value of the sweep: ``AutoMTL λ_reg=0.001``; a policy file by its
-    name (``AutoMTL policy=seg-own.json``)."""
+    """The row name of one value of the sweep: ``AutoMTL λ_reg=0.001``; a policy file, which
+    post-train trains whatever the method drew, by its name (``Policy seg-own.json``)."""
     if key == "post_train.policy" and isinstance(value, str):
-        key, value = "policy", os.path.basename(value)
+        return f"Policy {os.path.basename(value)}"
     short = "λ_reg" if key == "policy_train.lambda_reg" else key
     return f"{LABELS.get(method, method)} {short}={value}"
 

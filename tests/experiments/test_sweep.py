@@ -11,7 +11,7 @@ from automtl.errors import ConfigError
 from automtl.experiments.sweep import parse_values, sweep, value_label
 from automtl.search.config import merge
 
-from search_toy import TINY, tiny_scenes_yaml, toy_data, toy_supermodel
+from search_toy import TINY, TINY_SCENES, tiny_scenes_yaml, toy_data, toy_supermodel
 
 
 def test_parse_values():
@@ -22,7 +22,7 @@ def test_parse_values():
     with pytest.raises(ConfigError, match="no values"):
         parse_values(",", "k")
     assert value_label("automtl", "policy_train.lambda_reg", 0.01) == "AutoMTL λ_reg=0.01"
-    assert value_label("automtl", "post_train.policy", "docs/policies/seg-own.json") == "AutoMTL policy=seg-own.json"
+    assert value_label("automtl", "post_train.policy", "docs/policies/seg-own.json") == "Policy seg-own.json"
     assert value_label("adashare", "post_train.steps", 10) == "AdaShare post_train.steps=10"
 
 
@@ -72,6 +72,30 @@ def test_sweep_command_writes_table_front_and_per_seed_runs(tmp_path, capsys):
     deltas = next(r for r in summary["rows"] if r["name"] == "Multi-Task")["summary"]["delta"]["per_seed"]
     assert deltas == [next(r for r in json.loads((out / f"seed-{s}" / "table.json").read_text())["rows"]
                            if r["name"] == "Multi-Task")["delta"]["mean"] for s in (0, 1)]
+
+
+def test_a_sweep_over_policy_files_trains_each_file_without_a_search(tmp_path):
+    from automtl.policy import Policy
+    from automtl.search.build import build_experiment, build_supermodel
+    from automtl.search.config import load_config
+
+    config = merge(TINY_SCENES, {"pretrain": {"steps": 0}, "policy_train": {"steps": 0}, "logging": {"progress": False}})
+    sm, _ = build_supermodel(build_experiment(load_config(config)).spec)
+    files = {"shared.json": Policy.all_shared(sm), "mixed.json": Policy.random(sm, seed=3)}
+    for name, policy in files.items():
+        policy.save(tmp_path / name)
+    result = sweep(config, "post_train.policy", ",".join(str(tmp_path / n) for n in files), seeds=[0],
+                   reference="single", out=tmp_path / "sweep", progress=False)
+    runs = result.results[0]
+    assert list(runs) == ["single_task", "Policy shared.json", "Policy mixed.json"]
+    for name, policy in files.items():
+        trained = runs[f"Policy {name}"]
+        assert trained.policy.as_table() == policy.as_table()  # the file's policy, not a drawn one
+    # all shared: one backbone under the heads, fewer parameters than the task-own networks
+    assert runs["Policy shared.json"].test is not None
+    shared_params = sum(p.numel() for p in runs["Policy shared.json"].model.parameters())
+    assert shared_params < sum(p.numel() for p in runs["single_task"].model.parameters())
+    assert "Policy shared.json" in result.table.text()
 
 
 def test_sweep_refuses_a_bad_key_before_training(tmp_path):
