@@ -515,6 +515,16 @@ def _channel_input(ctx, layer: LayerSpec, bottoms: List[Blob]) -> Blob:
     return x
 
 
+def _image_input(ctx, layer: LayerSpec, bottoms: List[Blob], verb: str) -> Blob:
+    """The one bottom of a layer that works on images, (N, C, H, W); ``verb`` says what the
+    layer does with it in the error ("resizes")."""
+    _count(ctx, layer, bottoms, 1, 1)
+    x = bottoms[0]
+    if len(x.shape) != 4:
+        raise _error(ctx, InvalidLayerError, layer, f"{verb} (N, C, H, W) inputs, got {_fmt(x.shape)}")
+    return x
+
+
 def _shape_keeping_module(ctx, layer: LayerSpec, x: Blob, module: nn.Module, filler: Any, blob: str) -> List[Blob]:
     """Add ``module`` (one ``weight``, output shaped like its input) called on ``x``; its weight
     comes from ``filler`` when one is given and from the layer's first blob when it has one
@@ -825,10 +835,7 @@ def _build_reshape(ctx, layer: LayerSpec, bottoms: List[Blob]) -> List[Blob]:
 
 
 def _build_interp(ctx, layer: LayerSpec, bottoms: List[Blob]) -> List[Blob]:
-    _count(ctx, layer, bottoms, 1, 1)
-    x = bottoms[0]
-    if len(x.shape) != 4:
-        raise _error(ctx, InvalidLayerError, layer, f"resizes (N, C, H, W) inputs, got {_fmt(x.shape)}")
+    x = _image_input(ctx, layer, bottoms, "resizes")
     p = layer.params("interp_param")
     if p.pad_beg or p.pad_end:
         raise _error(ctx, InvalidLayerError, layer, "pad_beg/pad_end are not supported; crop with a Crop layer instead")
@@ -864,10 +871,7 @@ def _build_tile(ctx, layer: LayerSpec, bottoms: List[Blob]) -> List[Blob]:
 def _build_convolution_depthwise(ctx, layer: LayerSpec, bottoms: List[Blob]) -> List[Blob]:
     """``ConvolutionDepthwise`` (MobileNet/ShuffleNet ports, e.g. farmingyard/caffe-mobilenet):
     one k x k filter per channel, C channels in and out; weight blob C x 1 x kh x kw."""
-    _count(ctx, layer, bottoms, 1, 1)
-    x = bottoms[0]
-    if len(x.shape) != 4:
-        raise _error(ctx, InvalidLayerError, layer, f"convolves (N, C, H, W) inputs, got {_fmt(x.shape)}")
+    x = _image_input(ctx, layer, bottoms, "convolves")
     p = layer.params("convolution_param")
     channels = x.shape[1]
     if p.HasField("num_output") and p.num_output != channels:
@@ -934,10 +938,7 @@ SEGNET_BN_EPS = 1e-9
 
 def _build_bn(ctx, layer: LayerSpec, bottoms: List[Blob]) -> List[Blob]:
     """The forks' ``BN`` layer, with each fork's semantics (see :func:`bn_flavour`)."""
-    _count(ctx, layer, bottoms, 1, 1)
-    x = bottoms[0]
-    if len(x.shape) != 4:
-        raise _error(ctx, InvalidLayerError, layer, f"normalises (N, C, H, W) inputs, got {_fmt(x.shape)}")
+    x = _image_input(ctx, layer, bottoms, "normalises")
     p = layer.params("bn_param")
     flavour = bn_flavour(layer)
     if flavour == "mixed":

@@ -272,3 +272,13 @@ def test_fork_layers_script_and_export_to_onnx():
     session = onnxruntime.InferenceSession(buffer.getvalue())
     got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
     assert torch.allclose(torch.from_numpy(got), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("type_, params, verb", [
+    ("Interp", "interp_param { zoom_factor: 2 }", "resizes"),
+    ("ConvolutionDepthwise", "convolution_param { kernel_size: 1 }", "convolves"),
+    ("BN", "bn_param { bn_mode: INFERENCE }", "normalises"),
+])
+def test_image_layers_refuse_a_flat_input_naming_the_layer(type_, params, verb):
+    with pytest.raises(InvalidLayerError, match=rf"layer 'flat' \({type_}, line 4\): {verb} \(N, C, H, W\) inputs, got \[1, 8\]"):
+        net(layer("flat", type_, ["data"], ["out"], params), (1, 8))
