@@ -423,6 +423,7 @@ def _policy_blocks():
 
 @pytest.mark.parametrize("name", [b.name for b, _, _ in _policy_blocks()])
 def test_hand_set_policies_fit_their_benchmark_and_size_as_printed(name):
+    from automtl.experiments.sweep import value_label
     from automtl.policy import Policy
     from automtl.search.build import build_experiment, build_supermodel
     from automtl.search.config import load_config
@@ -436,6 +437,6 @@ def test_hand_set_policies_fit_their_benchmark_and_size_as_printed(name):
     params, macs = header.index("# Params (M) mean ± std"), header.index("MACs (M) mean ± std")
     for path in paths:
         model = sm.derive(Policy.load(sm, os.path.join(ROOT, path)))  # the file names this backbone's nodes and tasks
-        row = rows[f"Policy {os.path.basename(path)}"]
+        row = rows[value_label("automtl", "post_train.policy", path)]  # the row name the sweep gives it
         assert row[params] == f"{sum(p.numel() for p in model.parameters()) / 1e6:.3f} ± 0.000", path
         assert row[macs] == f"{model_macs(model, sm) / 1e6:.3f} ± 0.000", path

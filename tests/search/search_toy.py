@@ -84,10 +84,11 @@ def toy_data():
 
 def model_spec(backbone: Mapping[str, Any], input_shape, tasks, *, norm: str = "per_task", seed: int = 0) -> Dict[str, Any]:
     """A model spec (the ``model.json`` a search writes) of ``backbone`` for ``tasks`` - task
-    mappings or ``name:kind[:classes]`` strings - on inputs of ``input_shape`` (no batch)."""
-    return {"format": "automtl.model", "version": 1, "backbone": dict(backbone), "input_shape": list(input_shape),
-            "tasks": list(tasks), "task_options": {}, "compile": {"norm": norm, "searchable": ["conv", "linear"]},
-            "seed": seed}
+    mappings or ``name:kind[:classes]`` strings - on inputs of ``input_shape`` (no batch). Every
+    call gives its own copies, as a literal would: specs made from one SEG_DEPTH share nothing."""
+    return {"format": "automtl.model", "version": 1, "backbone": copy.deepcopy(dict(backbone)),
+            "input_shape": list(input_shape), "tasks": copy.deepcopy(list(tasks)), "task_options": {},
+            "compile": {"norm": norm, "searchable": ["conv", "linear"]}, "seed": seed}
 
 
 #: a segmentation and a depth task with small ASPP heads, for tiny dense model specs
