@@ -13,6 +13,28 @@ def net(body, shape=(1, 3, 8, 8), **kwargs):
     return gm
 
 
+def assert_scripts_and_exports(gm, x, **export_options):
+    """``gm`` scripted with TorchScript and exported to ONNX (run in onnxruntime) gives its own
+    outputs on ``x``: one tensor or a tuple of them."""
+    import io
+    import warnings
+
+    import onnxruntime
+
+    expected = gm(x)
+    expected = expected if isinstance(expected, tuple) else (expected,)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scripted = torch.jit.script(gm)
+        buffer = io.BytesIO()
+        torch.onnx.export(gm, (x,), buffer, dynamo=False, **export_options)
+    got = scripted(x)
+    assert all(torch.allclose(a, b) for a, b in zip(got if isinstance(got, tuple) else (got,), expected, strict=True))
+    session = onnxruntime.InferenceSession(buffer.getvalue())
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    assert all(torch.allclose(torch.from_numpy(a), b, atol=1e-5) for a, b in zip(got, expected, strict=True))
+
+
 def blob(values, shape):
     """A ``blobs { }`` entry holding ``values`` with a V2 ``shape``."""
     values = torch.as_tensor(values, dtype=torch.float32).flatten().tolist()

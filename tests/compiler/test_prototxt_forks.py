@@ -13,7 +13,7 @@ from automtl.compiler.prototxt import load_prototxt
 from automtl.compiler.prototxt.modules import FrozenBatchNorm2d, Normalize, Scale
 from automtl.errors import InvalidLayerError, MissingInputShapeError, PrototxtError, ShapeMismatchError
 
-from prototxt_snippets import blob, layer, net
+from prototxt_snippets import assert_scripts_and_exports, blob, layer, net
 
 
 def run(gm, x):
@@ -245,11 +245,6 @@ def test_dense_image_data_is_read_as_the_input_like_image_data():
 
 
 def test_fork_layers_script_and_export_to_onnx():
-    import io
-    import warnings
-
-    import onnxruntime
-
     body = (
         layer("pool", "Pooling", ["data"], ["pool", "mask"], "pooling_param { pool: MAX kernel_size: 2 stride: 2 }")
         + layer("shuffle", "ShuffleChannel", ["pool"], ["shuffle"], "shuffle_channel_param { group: 2 }")
@@ -260,18 +255,7 @@ def test_fork_layers_script_and_export_to_onnx():
         + layer("bn", "BN", ["norm"], ["norm"], "bn_param { bn_mode: INFERENCE }")
         + layer("perm", "Permute", ["norm"], ["perm"], "permute_param { order: 0 order: 2 order: 3 order: 1 }")
     )
-    gm = net(body, (1, 4, 8, 8))
-    x = torch.randn(1, 4, 8, 8)
-    expected = gm(x)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        scripted = torch.jit.script(gm)
-        buffer = io.BytesIO()
-        torch.onnx.export(gm, (x,), buffer, dynamo=False, opset_version=18)
-    assert torch.allclose(scripted(x), expected)
-    session = onnxruntime.InferenceSession(buffer.getvalue())
-    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
-    assert torch.allclose(torch.from_numpy(got), expected, atol=1e-5)
+    assert_scripts_and_exports(net(body, (1, 4, 8, 8)), torch.randn(1, 4, 8, 8), opset_version=18)
 
 
 @pytest.mark.parametrize("type_, params, verb", [
